@@ -1,0 +1,95 @@
+"""The one protocol every external manager speaks to the bridge.
+
+Modelled on PSI/J's executor: the core never asks "which kind is this?"; it asks an
+adapter to submit, to report on many jobs at once, to cancel, to fetch logs, and to find
+a job again by the bridge's tag after a crash. What an adapter can do beyond that it
+declares in :class:`Capabilities`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from hpcbridge.model import JobRequest, Reason, State
+
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "Capabilities",
+    "ConfigError",
+    "ManagerRejected",
+    "ManagerUnavailable",
+    "Observation",
+]
+
+
+class AdapterError(Exception):
+    """Base of the errors an adapter raises; messages never carry credentials."""
+
+
+class ManagerUnavailable(AdapterError):
+    """The manager could not be reached or answered with a transient error: retry later."""
+
+
+class ManagerRejected(AdapterError):
+    """The manager refused the request itself (bad partition, bad credentials): do not retry."""
+
+
+class ConfigError(AdapterError):
+    """The target's configuration is unusable (missing endpoint, unreadable credential)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What a manager says of one job right now, mapped to the common states."""
+
+    state: State
+    native_state: str
+    exit_code: int | None = None
+    reason: Reason | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter can do beyond the protocol's minimum."""
+
+    cancel_queued: bool = True
+    logs: bool = True
+    find_by_tag: bool = True
+    report_capacity: bool = False
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One external manager behind one target name."""
+
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def submit(self, request: JobRequest, job_id: str) -> str:
+        """Start the job, tagged with ``job_id``; return the manager's native id."""
+
+    def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
+        """Observe many jobs in as few calls as the manager allows.
+
+        A native id the manager no longer knows is absent from the answer.
+        """
+
+    def cancel(self, native_id: str) -> None:
+        """Ask the manager to stop the job; a job that already ended is not an error."""
+
+    def logs(self, native_id: str, tail: int | None = None) -> str:
+        """The job's output so far, the last ``tail`` lines when given."""
+
+    def find_by_tag(self, job_id: str) -> str | None:
+        """The native id of a job tagged with ``job_id``, if the manager has one."""
+
+    def capacity(self) -> Mapping[str, Any]:
+        """What the manager offers (cpus, memory, gpus, nodes), or an empty map."""
+
+    def close(self) -> None:
+        """Release connections."""
