@@ -8,6 +8,7 @@ from typing import Any
 from adapters.base import (
     Adapter,
     AdapterError,
+    AuthenticationFailed,
     Capabilities,
     ConfigError,
     ManagerRejected,
@@ -19,6 +20,7 @@ __all__ = [
     "KINDS",
     "Adapter",
     "AdapterError",
+    "AuthenticationFailed",
     "Capabilities",
     "ConfigError",
     "ManagerRejected",

@@ -17,6 +17,7 @@ from hpcbridge.model import JobRequest, Reason, State
 __all__ = [
     "Adapter",
     "AdapterError",
+    "AuthenticationFailed",
     "Capabilities",
     "ConfigError",
     "ManagerRejected",
@@ -35,6 +36,14 @@ class ManagerUnavailable(AdapterError):
 
 class ManagerRejected(AdapterError):
     """The manager refused the request itself (bad partition, bad credentials): do not retry."""
+
+
+class AuthenticationFailed(ManagerRejected):
+    """The manager refused the bridge's credentials: the operator must fix the Secret.
+
+    Unlike other refusals this says nothing about the job, so the functions answer 503
+    and the request is retried once the credential is fixed.
+    """
 
 
 class ConfigError(AdapterError):

@@ -1,0 +1,116 @@
+"""The event contract: types in and out, parsing, and the events the bridge emits.
+
+Every event the bridge emits has ``subject`` = job id, so a Trigger can wait for one job,
+and an id derived from the job and the transition, so a consumer can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import cloudevents.exceptions
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
+
+from hpcbridge.model import JobStatus, RequestError, State
+
+__all__ = [
+    "APISERVER_DELETE",
+    "APISERVER_UPDATE",
+    "CANCEL",
+    "PING",
+    "REJECTED",
+    "REQUESTED",
+    "SUBMITTED",
+    "TICK",
+    "CloudEvent",
+    "encode",
+    "event_data",
+    "parse",
+    "rejected_event",
+    "status_event",
+    "type_for_state",
+]
+
+REQUESTED = "hpcbridge.job.requested"
+CANCEL = "hpcbridge.job.cancel"
+TICK = "hpcbridge.poll.tick"
+PING = "dev.knative.sources.ping"
+APISERVER_UPDATE = "dev.knative.apiserver.resource.update"
+APISERVER_DELETE = "dev.knative.apiserver.resource.delete"
+SUBMITTED = "hpcbridge.job.submitted"
+REJECTED = "hpcbridge.job.rejected"
+
+
+def type_for_state(state: State) -> str:
+    """``hpcbridge.job.<state>``, the type of the event announcing a transition."""
+    return f"hpcbridge.job.{state.lower()}"
+
+
+def parse(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """A CloudEvent from an HTTP request in binary or structured mode."""
+    try:
+        return from_http(dict(headers), body)
+    except cloudevents.exceptions.GenericException as exc:
+        raise RequestError(None, f"not a CloudEvent: {exc}") from None
+
+
+def event_data(event: CloudEvent, *, required: bool = True) -> Any:
+    """The event's data as JSON: a dict or list, or None when absent and not required."""
+    data = event.data
+    if isinstance(data, bytes | str):
+        if not data:
+            data = None
+        else:
+            try:
+                data = json.loads(data)
+            except (ValueError, UnicodeDecodeError):
+                raise RequestError(None, "the event data is not valid JSON") from None
+    if data is None and required:
+        raise RequestError(None, "the event has no data")
+    return data
+
+
+def _timestamp(epoch: float | None) -> str:
+    moment = datetime.now(UTC) if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def status_event(source: str, status: JobStatus, event_type: str | None = None) -> CloudEvent:
+    """The event announcing ``status`` (by default, its state's transition event)."""
+    event_type = event_type or type_for_state(status.state)
+    stamp = int((status.updated_at or 0) * 1000)
+    return CloudEvent(
+        {
+            "type": event_type,
+            "source": source,
+            "subject": status.job_id,
+            "id": f"{status.job_id}.{event_type.rsplit('.', 1)[-1]}.{stamp}",
+            "time": _timestamp(status.updated_at),
+            "datacontenttype": "application/json",
+        },
+        status.to_dict(),
+    )
+
+
+def rejected_event(source: str, error: RequestError, cause: CloudEvent | None,
+                   job_id: str | None = None) -> CloudEvent:
+    attributes = {
+        "type": REJECTED,
+        "source": source,
+        "id": f"{cause['id']}.rejected" if cause is not None else f"rejected.{_timestamp(None)}",
+        "time": _timestamp(None),
+        "datacontenttype": "application/json",
+    }
+    if job_id:
+        attributes["subject"] = job_id
+    return CloudEvent(attributes, {"error": error.message, "field": error.field})
+
+
+def encode(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Binary-mode HTTP headers and body for ``event``."""
+    headers, body = to_binary(event)
+    return dict(headers), body or b""

@@ -1,0 +1,76 @@
+"""HTTP in, HTTP out: the one place where a function's request becomes a Bridge call.
+
+A client's mistake is a 400 with a ``hpcbridge.job.rejected`` event naming the field (not
+retried by Knative); an outage of Redis or a manager is a 503 (retried with backoff);
+anything else is a 500 that says where to look and never carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+import flask
+
+from hpcbridge import events
+from hpcbridge.credentials import redact
+from hpcbridge.logs import configure
+from hpcbridge.model import RequestError
+from hpcbridge.service import TRANSIENT, Bridge, Reply
+from hpcbridge.settings import Settings
+
+__all__ = ["respond"]
+
+log = logging.getLogger(__name__)
+configure()
+
+Handler = Callable[[Bridge, events.CloudEvent], Reply]
+
+
+def respond(request: flask.Request, handler: Handler) -> flask.Response:
+    """Decode ``request`` as a CloudEvent, run ``handler`` on the shared bridge, answer."""
+    if request.method in ("GET", "HEAD"):
+        return flask.Response("ok\n", 200, mimetype="text/plain")
+    settings = Settings.from_env()
+    if (request.content_length or 0) > settings.max_event_bytes:
+        return _rejected(settings, RequestError(None, f"the event is larger than "
+                                                      f"{settings.max_event_bytes} bytes"), None,
+                         413)
+    event = None
+    try:
+        event = events.parse(request.headers, request.get_data(cache=False))
+        reply = handler(Bridge.shared(), event)
+    except RequestError as error:
+        log.info("rejected: %s", error, extra=_context(event, "rejected"))
+        return _rejected(settings, error, event, 400)
+    except TRANSIENT as exc:
+        message = redact(str(exc))
+        log.warning("unavailable: %s", message, extra=_context(event, "unavailable"))
+        return flask.Response(f"unavailable, retry later: {message}\n", 503,
+                              mimetype="text/plain")
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("internal error %s", incident, extra=_context(event, "error"))
+        return flask.Response(f"internal error {incident}; see the bridge's logs\n", 500,
+                              mimetype="text/plain")
+    log.info("handled: %s", reply.outcome, extra=_context(event, reply.outcome))
+    headers = {"Hpcbridge-Outcome": reply.outcome}
+    if reply.event is None:
+        return flask.Response(b"", reply.status, headers=headers)
+    event_headers, body = events.encode(reply.event)
+    return flask.Response(body, reply.status, headers={**event_headers, **headers})
+
+
+def _rejected(settings: Settings, error: RequestError, event: events.CloudEvent | None,
+              status: int) -> flask.Response:
+    subject = event.get("subject") if event is not None else None
+    headers, body = events.encode(events.rejected_event(settings.source, error, event, subject))
+    return flask.Response(body, status, headers={**headers, "Hpcbridge-Outcome": "rejected"})
+
+
+def _context(event: events.CloudEvent | None, outcome: str) -> dict[str, str | None]:
+    if event is None:
+        return {"outcome": outcome}
+    return {"event_id": event["id"], "event_type": event["type"],
+            "job_id": event.get("subject"), "outcome": outcome}

@@ -1,0 +1,353 @@
+"""The machinery behind the three functions: submit, poll and cancel.
+
+The functions in ``functions/`` only decode an HTTP request and hand the event to a
+:class:`Bridge`; everything the three share (the store, the targets, the state machine,
+the event contract) is wired here, once per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from adapters.base import (
+    Adapter,
+    AuthenticationFailed,
+    ConfigError,
+    ManagerRejected,
+    ManagerUnavailable,
+)
+from hpcbridge import events
+from hpcbridge.credentials import CredentialError, redact
+from hpcbridge.emitter import Emitter
+from hpcbridge.events import CloudEvent
+from hpcbridge.faults import fault_point
+from hpcbridge.model import (
+    JobRequest,
+    JobStatus,
+    Reason,
+    RequestError,
+    State,
+    job_id_for_event,
+    validate_job_id,
+)
+from hpcbridge.settings import Settings
+from hpcbridge.states import advance, declare_lost
+from hpcbridge.store import Change, Store, StoredJob, StoreUnavailable
+from hpcbridge.targets import Targets
+
+__all__ = ["TRANSIENT", "Bridge", "Busy", "Reply"]
+
+log = logging.getLogger(__name__)
+
+JOB_ID_LABEL = "hpcbridge.io/job-id"
+
+
+class Busy(Exception):
+    """Another instance is still working on the same job; try again later."""
+
+
+#: Errors that say "not now": the HTTP answer is 503 and Knative redelivers.
+TRANSIENT = (StoreUnavailable, ManagerUnavailable, AuthenticationFailed, ConfigError,
+             CredentialError, Busy)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """What a function answers: an HTTP status, maybe a reply event, and an outcome word."""
+
+    event: CloudEvent | None = None
+    outcome: str = "ok"
+    status: int = 200
+
+
+@dataclasses.dataclass(slots=True)
+class TickReport:
+    polled: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    unreachable: list[str] = dataclasses.field(default_factory=list)
+    transitions: int = 0
+    events: list[CloudEvent] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"polled={','.join(self.polled) or '-'} skipped={','.join(self.skipped) or '-'} "
+                f"unreachable={','.join(self.unreachable) or '-'} "
+                f"transitions={self.transitions}")
+
+
+class Bridge:
+    """One process's view of the bridge: settings, store, targets and event sink."""
+
+    def __init__(self, settings: Settings, store: Store, targets: Targets, emitter: Emitter,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.targets = targets
+        self.emitter = emitter
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bridge:
+        return cls(settings, Store.from_url(settings.redis_url, settings.redis_prefix),
+                   Targets.load(settings.targets_file), Emitter(settings.sink))
+
+    _shared: Bridge | None = None
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> Bridge:
+        """The process-wide bridge, built from the environment on first use."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls.from_settings(Settings.from_env())
+            return cls._shared
+
+    def close(self) -> None:
+        self.targets.close()
+        self.emitter.close()
+
+    # -- submit -------------------------------------------------------------------------
+
+    def submit(self, event: CloudEvent) -> Reply:
+        """``hpcbridge.job.requested``: run the job exactly once, however often delivered."""
+        _expect_type(event, events.REQUESTED)
+        request = JobRequest.from_dict(events.event_data(event))
+        job_id = request.job_id or job_id_for_event(event["source"], event["id"])
+        adapter = self.targets.adapter(request.target)
+        stored_request = request.to_dict()
+        now = self._clock()
+        token = uuid.uuid4().hex
+        status = JobStatus(job_id=job_id, target=request.target, state=State.ACCEPTED,
+                           submitted_at=now, updated_at=now)
+        if self.store.claim(status, stored_request, token, now + self.settings.submit_claim_s):
+            return self._submit_owned(job_id, request, adapter, token, adopt=False)
+        return self._await_submission(job_id, request, adapter)
+
+    def _await_submission(self, job_id: str, request: JobRequest, adapter: Adapter) -> Reply:
+        """A duplicate delivery: wait for the owner's answer, or take over a dead owner's."""
+        deadline = self._clock() + self.settings.submit_wait_s
+        while True:
+            job = self.store.load(job_id)
+            if job is None:
+                raise Busy(f"job {job_id} vanished from the store while being submitted")
+            if job.request != request.to_dict():
+                raise RequestError("job_id", f"job {job_id} already exists with another request")
+            if job.status.native_id or job.status.state.terminal:
+                return self._submit_reply(job)
+            now = self._clock()
+            if job.claim_until is None or job.claim_until < now:
+                token = uuid.uuid4().hex
+                if self.store.take_over(job_id, job.claim or "", token, now,
+                                        now + self.settings.submit_claim_s):
+                    return self._submit_owned(job_id, request, adapter, token, adopt=True)
+                continue
+            if now >= deadline:
+                raise Busy(f"job {job_id} is still being submitted by another instance")
+            time.sleep(0.02)
+
+    def _submit_owned(self, job_id: str, request: JobRequest, adapter: Adapter, token: str,
+                      *, adopt: bool) -> Reply:
+        """Submit (or adopt by tag) a job whose claim this call holds."""
+        native_id = None
+        try:
+            if adopt and adapter.capabilities.find_by_tag:
+                native_id = adapter.find_by_tag(job_id)
+            if native_id is None:
+                fault_point("submit.before_manager")
+                native_id = adapter.submit(request, job_id)
+        except (ManagerUnavailable, AuthenticationFailed, ConfigError, CredentialError):
+            self.store.release_claim(job_id, token)
+            raise
+        except ManagerRejected as exc:
+            return self._submit_refused(job_id, exc)
+        fault_point("submit.after_manager")
+        if not self.store.record_native(job_id, token, native_id):
+            # Our claim expired and another instance took over; it adopts our job by tag.
+            return self._await_submission(job_id, request, adapter)
+        fault_point("submit.after_record")
+        job = self._load(job_id)
+        if job.status.state is State.CANCELLED:
+            adapter.cancel(native_id)  # the cancel arrived while we were submitting
+        log.info("submitted %s as %s%s", job_id, native_id, " (adopted)" if adopt else "",
+                 extra={"job_id": job_id, "target": request.target})
+        return self._submit_reply(job)
+
+    def _submit_refused(self, job_id: str, error: ManagerRejected) -> Reply:
+        job = self._load(job_id)
+        now = self._clock()
+        failed = job.status.replace(state=State.FAILED, reason=Reason.SUBMIT_ERROR,
+                                    native_state="REJECTED", finished_at=now, updated_at=now)
+        message = redact(str(error))
+        self.store.apply([Change(job, failed, note=message)])
+        log.warning("target refused %s: %s", job_id, message, extra={"job_id": job_id})
+        return self._submit_reply(self._load(job_id))
+
+    def _submit_reply(self, job: StoredJob) -> Reply:
+        status = job.status
+        if status.state.terminal and status.native_id is None:
+            return Reply(events.status_event(self.settings.source, status), "not-submitted")
+        return Reply(events.status_event(self.settings.source, status, events.SUBMITTED),
+                     "submitted")
+
+    def _load(self, job_id: str) -> StoredJob:
+        job = self.store.load(job_id)
+        if job is None:
+            raise Busy(f"job {job_id} vanished from the store")
+        return job
+
+    # -- poll ---------------------------------------------------------------------------
+
+    def poll(self, event: CloudEvent) -> Reply:
+        """A tick: ask every target once about all its active jobs and record what changed."""
+        _expect_type(event, events.TICK, events.PING)
+        names = list(self.targets)
+        data = events.event_data(event, required=False) if event["type"] == events.TICK else None
+        if isinstance(data, Mapping) and data.get("targets") is not None:
+            names = _target_names(data["targets"], self.targets)
+        report = TickReport()
+        for name in names:
+            self._poll_target(name, report)
+        self.emitter.emit(report.events)
+        log.info("tick %s", report.summary(), extra={"event_id": event["id"]})
+        return Reply(None, report.summary())
+
+    def _poll_target(self, name: str, report: TickReport) -> None:
+        ids = self.store.active(name)
+        if not ids:
+            return
+        lease = self.store.acquire_lease(name, self.settings.poll_lease_s)
+        if lease is None:
+            report.skipped.append(name)
+            return
+        try:
+            adapter = self.targets.adapter(name)
+            jobs = self.store.load_many(ids)
+            watched = {j.status.native_id: j for j in jobs.values() if j.status.native_id}
+            now = self._clock()
+            changes: list[Change] = []
+            if watched:
+                try:
+                    seen = adapter.status_many(list(watched))
+                except ManagerUnavailable as exc:
+                    report.unreachable.append(name)
+                    log.warning("target %s unreachable: %s", name, redact(str(exc)),
+                                extra={"target": name})
+                    return
+                for native_id, job in watched.items():
+                    new = advance(job.status, seen.get(native_id), now,
+                                  self.settings.lost_after_s)
+                    if new is not None:
+                        changes.append(Change(job, new))
+            for job in jobs.values():
+                if job.status.native_id is None and not job.status.state.terminal:
+                    changes.extend(self._settle_stalled_submission(job, adapter, now))
+            applied = self.store.apply(changes)
+            report.polled.append(name)
+            for change in changes:
+                if change.job.job_id in applied and change.status.state is not \
+                        change.job.status.state:
+                    report.transitions += 1
+                    report.events.append(events.status_event(self.settings.source,
+                                                             change.status))
+        finally:
+            self.store.release_lease(name, lease)
+
+    def _settle_stalled_submission(self, job: StoredJob, adapter: Adapter,
+                                   now: float) -> list[Change]:
+        """A submission whose owner died: adopt the native job by its tag, or give up late.
+
+        Knative redelivers the request and the redelivery takes over; this is for when no
+        redelivery comes (retries exhausted), so that no native job runs unwatched.
+        """
+        if job.claim_until is None or job.claim_until >= now:
+            return []
+        token = uuid.uuid4().hex
+        if not self.store.take_over(job.job_id, job.claim or "", token, now,
+                                    now + self.settings.submit_claim_s):
+            return []
+        native_id = adapter.find_by_tag(job.job_id) if adapter.capabilities.find_by_tag \
+            else None
+        if native_id is not None and self.store.record_native(job.job_id, token, native_id):
+            log.info("adopted %s as %s", job.job_id, native_id, extra={"job_id": job.job_id})
+            return []
+        if now - job.claim_until >= self.settings.lost_after_s:
+            failed = declare_lost(job.status, now).replace(reason=Reason.SUBMIT_ERROR)
+            return [Change(self._load(job.job_id), failed, note="submission never completed")]
+        self.store.release_claim(job.job_id, token)
+        return []
+
+    # -- cancel -------------------------------------------------------------------------
+
+    def cancel(self, event: CloudEvent) -> Reply:
+        """``hpcbridge.job.cancel``, or a proxy pod being deleted: stop the job."""
+        _expect_type(event, events.CANCEL, events.APISERVER_UPDATE, events.APISERVER_DELETE)
+        data = events.event_data(event)
+        if event["type"] == events.CANCEL:
+            if not isinstance(data, Mapping):
+                raise RequestError(None, "the event data must be an object with 'job_id'")
+            unknown = set(data) - {"job_id"}
+            if unknown:
+                raise RequestError(sorted(unknown)[0], "is not a known field")
+            return self.cancel_job(validate_job_id(data.get("job_id")))
+        job_id = _deleted_pod_job(data, deleted=event["type"] == events.APISERVER_DELETE)
+        if job_id is None:
+            return Reply(None, "ignored")
+        return self.cancel_job(job_id)
+
+    def cancel_job(self, job_id: str) -> Reply:
+        """Cancel ``job_id``; a finished or unknown job is a no-op, said as such."""
+        for _ in range(5):
+            job = self.store.load(job_id)
+            if job is None:
+                return Reply(None, "unknown-job")
+            if job.status.state.terminal:
+                return Reply(None, "already-finished")
+            adapter = self.targets.adapter(job.status.target)
+            native_id = job.status.native_id
+            if native_id is None and adapter.capabilities.find_by_tag:
+                native_id = adapter.find_by_tag(job_id)  # a submission still in flight
+            if native_id is not None:
+                try:
+                    adapter.cancel(native_id)
+                except ManagerRejected as exc:
+                    raise ManagerUnavailable(f"target refused to cancel {job_id}: "
+                                             f"{redact(str(exc))}") from None
+            now = self._clock()
+            cancelled = job.status.replace(state=State.CANCELLED, reason=Reason.CANCELLED,
+                                           finished_at=now, updated_at=now)
+            if self.store.apply([Change(job, cancelled)]):
+                log.info("cancelled %s", job_id, extra={"job_id": job_id})
+                return Reply(events.status_event(self.settings.source, cancelled), "cancelled")
+        raise Busy(f"job {job_id} kept changing while being cancelled")
+
+
+def _expect_type(event: CloudEvent, *types: str) -> None:
+    if event["type"] not in types:
+        raise RequestError("type", f"this function takes {' or '.join(types)}, "
+                           f"not {event['type']!r}")
+
+
+def _target_names(value: Any, targets: Targets) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RequestError("targets", "must be a list of target names")
+    unknown = [v for v in value if v not in targets]
+    if unknown:
+        raise RequestError("targets", f"unknown target {unknown[0]!r}")
+    return value
+
+
+def _deleted_pod_job(pod: Any, *, deleted: bool) -> str | None:
+    """The job id of a proxy pod that is being deleted, else None."""
+    if not isinstance(pod, Mapping) or not isinstance(pod.get("metadata"), Mapping):
+        raise RequestError("metadata", "the event data must be a Kubernetes object")
+    metadata = pod["metadata"]
+    labels = metadata.get("labels") or {}
+    job_id = labels.get(JOB_ID_LABEL) if isinstance(labels, Mapping) else None
+    if job_id is None or not (deleted or metadata.get("deletionTimestamp")):
+        return None
+    return validate_job_id(job_id, f"metadata.labels.{JOB_ID_LABEL}")

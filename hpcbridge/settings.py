@@ -1,0 +1,58 @@
+"""Settings from the environment, read once per process.
+
+Every knob the bridge has is here, with its environment variable and default; the README's
+configuration section lists the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from adapters.base import ConfigError
+
+__all__ = ["Settings"]
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "hpcbridge:"
+    targets_file: str | None = None
+    sink: str | None = None
+    source: str = "/hpc-bridge"
+    submit_claim_s: float = 120.0
+    submit_wait_s: float = 20.0
+    lost_after_s: float = 600.0
+    poll_lease_s: float = 30.0
+    max_event_bytes: int = 2 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            redis_url=env.get("REDIS_URL") or cls.redis_url,
+            redis_prefix=env.get("HPCBRIDGE_REDIS_PREFIX") or cls.redis_prefix,
+            targets_file=env.get("HPCBRIDGE_TARGETS") or None,
+            sink=env.get("K_SINK") or None,
+            source=env.get("HPCBRIDGE_SOURCE") or cls.source,
+            submit_claim_s=_number(env, "HPCBRIDGE_SUBMIT_CLAIM_S", cls.submit_claim_s),
+            submit_wait_s=_number(env, "HPCBRIDGE_SUBMIT_WAIT_S", cls.submit_wait_s),
+            lost_after_s=_number(env, "HPCBRIDGE_LOST_AFTER_S", cls.lost_after_s),
+            poll_lease_s=_number(env, "HPCBRIDGE_POLL_LEASE_S", cls.poll_lease_s),
+            max_event_bytes=int(_number(env, "HPCBRIDGE_MAX_EVENT_BYTES", cls.max_event_bytes)),
+        )

@@ -1,0 +1,293 @@
+"""Redis, the bridge's source of truth.
+
+Keys (all under one prefix, ``hpcbridge:`` by default):
+
+    job:<id>          hash: the JobStatus fields, the request, a version, the submit claim
+    history:<id>      list: one JSON entry per transition
+    active:<target>   set: ids of jobs the poller still watches
+    jobs              sorted set: every job id by submission time
+    lease:<target>    string with a TTL: who is polling that target now
+
+Every write that must not race is one Lua script, so it is atomic on the server and one
+round trip on the wire: the claim of a job id, the recording of a native id, and the
+application of a batch of transitions guarded by each job's version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from hpcbridge.model import JobStatus, Reason, State
+
+__all__ = ["Change", "Store", "StoreUnavailable", "StoredJob"]
+
+_FLOATS = ("submitted_at", "started_at", "finished_at", "updated_at")
+_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(JobStatus))
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot be reached; the caller answers 503 so that delivery is retried."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredJob:
+    status: JobStatus
+    request: dict[str, Any]
+    version: int
+    claim: str | None
+    claim_until: float | None
+
+    @property
+    def job_id(self) -> str:
+        return self.status.job_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """A new status for a job, applied only if the job is still at ``version``."""
+
+    job: StoredJob
+    status: JobStatus
+    note: str | None = None
+
+
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('RPUSH', KEYS[4], ARGV[3])
+return 1
+"""
+
+_TAKE_OVER = """
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'native_id') ~= '' then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'claim_until')) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'claim', ARGV[2], 'claim_until', ARGV[4])
+return 1
+"""
+
+_RELEASE_CLAIM = """
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'claim_until', '0')
+return 1
+"""
+
+_RECORD_NATIVE = """
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'native_id', ARGV[2], 'claim', '', 'claim_until', '')
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+"""
+
+# ARGV: prefix, then per change: id, expected version, n, n field/value pairs,
+# history entry, 'remove' or 'keep', target.
+_APPLY = """
+local prefix = ARGV[1]
+local applied = {}
+local i = 2
+while i <= #ARGV do
+  local id, expected, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local key = prefix .. 'job:' .. id
+  local after = i + 3 + 2 * n
+  if redis.call('HGET', key, 'version') == expected then
+    for j = i + 3, after - 1, 2 do redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
+    redis.call('HINCRBY', key, 'version', 1)
+    if ARGV[after] ~= '' then redis.call('RPUSH', prefix .. 'history:' .. id, ARGV[after]) end
+    if ARGV[after + 1] == 'remove' then
+      redis.call('SREM', prefix .. 'active:' .. ARGV[after + 2], id)
+    end
+    applied[#applied + 1] = id
+  end
+  i = after + 3
+end
+return applied
+"""
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _encode(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _status_fields(status: JobStatus) -> dict[str, str]:
+    return {name: _encode(getattr(status, name)) for name in _STATUS_FIELDS}
+
+
+def _decode_status(raw: dict[str, str]) -> JobStatus:
+    values: dict[str, Any] = {name: raw.get(name) or None for name in _STATUS_FIELDS}
+    for name in _FLOATS:
+        if values[name] is not None:
+            values[name] = float(values[name])
+    if values["exit_code"] is not None:
+        values["exit_code"] = int(values["exit_code"])
+    values["state"] = State(values["state"])
+    if values["reason"] is not None:
+        values["reason"] = Reason(values["reason"])
+    return JobStatus(**values)
+
+
+def _history_entry(status: JobStatus, note: str | None = None) -> str:
+    entry = {"at": status.updated_at, "state": str(status.state),
+             "native_state": status.native_state}
+    if status.reason is not None:
+        entry["reason"] = str(status.reason)
+    if note:
+        entry["note"] = note
+    return json.dumps(entry, separators=(",", ":"))
+
+
+class Store:
+    """Job records in Redis, with the few atomic operations the functions need."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "hpcbridge:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._claim = client.register_script(_CLAIM)
+        self._take_over = client.register_script(_TAKE_OVER)
+        self._release_claim = client.register_script(_RELEASE_CLAIM)
+        self._record_native = client.register_script(_RECORD_NATIVE)
+        self._apply = client.register_script(_APPLY)
+        self._release_lease = client.register_script(_RELEASE_LEASE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "hpcbridge:") -> Store:
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
+                                      socket_connect_timeout=2, health_check_interval=30)
+        return cls(client, prefix)
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+
+    def ping(self) -> None:
+        with self._errors():
+            self._redis.ping()
+
+    # -- submission ---------------------------------------------------------------------
+
+    def claim(self, status: JobStatus, request: dict[str, Any], token: str,
+              claim_until: float) -> bool:
+        """Create the job record owned by ``token``; False if the id is already taken."""
+        fields = _status_fields(status)
+        fields.update(request=json.dumps(request, sort_keys=True), version="1",
+                      claim=token, claim_until=repr(claim_until))
+        pairs = [item for pair in fields.items() for item in pair]
+        keys = [self._key("job", status.job_id), self._key("active", status.target),
+                self._key("jobs"), self._key("history", status.job_id)]
+        with self._errors():
+            created = self._claim(keys=keys, args=[status.job_id, status.submitted_at or 0,
+                                                   _history_entry(status), *pairs])
+        return bool(created)
+
+    def take_over(self, job_id: str, stale_token: str, token: str, now: float,
+                  claim_until: float) -> bool:
+        """Take a submission whose claim expired before a native id was recorded."""
+        with self._errors():
+            return bool(self._take_over(keys=[self._key("job", job_id)],
+                                        args=[stale_token, token, now, repr(claim_until)]))
+
+    def release_claim(self, job_id: str, token: str) -> None:
+        """Let a redelivery take the submission over at once (the manager was down)."""
+        with self._errors():
+            self._release_claim(keys=[self._key("job", job_id)], args=[token])
+
+    def record_native(self, job_id: str, token: str, native_id: str) -> bool:
+        """Record the manager's id if ``token`` still owns the submission."""
+        with self._errors():
+            return bool(self._record_native(keys=[self._key("job", job_id)],
+                                            args=[token, native_id]))
+
+    # -- reading ------------------------------------------------------------------------
+
+    def load(self, job_id: str) -> StoredJob | None:
+        return self.load_many([job_id]).get(job_id)
+
+    def load_many(self, job_ids: Iterable[str]) -> dict[str, StoredJob]:
+        """Several job records in one round trip; missing ids are absent."""
+        ids = list(job_ids)
+        with self._errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self._key("job", job_id))
+            raws = pipe.execute()
+        jobs = {}
+        for job_id, raw in zip(ids, raws, strict=True):
+            if raw:
+                jobs[job_id] = StoredJob(
+                    status=_decode_status(raw),
+                    request=json.loads(raw.get("request") or "{}"),
+                    version=int(raw["version"]),
+                    claim=raw.get("claim") or None,
+                    claim_until=float(raw["claim_until"]) if raw.get("claim_until") else None,
+                )
+        return jobs
+
+    def active(self, target: str) -> set[str]:
+        with self._errors():
+            return set(self._redis.smembers(self._key("active", target)))
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        with self._errors():
+            return [json.loads(e) for e in self._redis.lrange(self._key("history", job_id),
+                                                              0, -1)]
+
+    def recent(self, limit: int = 100) -> list[str]:
+        """Job ids, newest first."""
+        with self._errors():
+            return list(self._redis.zrevrange(self._key("jobs"), 0, limit - 1))
+
+    # -- writing ------------------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change]) -> set[str]:
+        """Apply every change whose job is still at its version; return the applied ids.
+
+        One script, one round trip: a poll tick's writes land together or not at all.
+        """
+        if not changes:
+            return set()
+        args: list[Any] = [self._prefix]
+        for change in changes:
+            fields = _status_fields(change.status)
+            before = change.job.status
+            changed = {k: v for k, v in fields.items() if v != _encode(getattr(before, k))}
+            transition = change.status.state is not before.state or change.note
+            args += [change.job.job_id, change.job.version, len(changed)]
+            args += [item for pair in changed.items() for item in pair]
+            args += [_history_entry(change.status, change.note) if transition else "",
+                     "remove" if change.status.state.terminal else "keep",
+                     change.status.target]
+        with self._errors():
+            return set(self._apply(keys=[], args=args))
+
+    # -- poll leases --------------------------------------------------------------------
+
+    def acquire_lease(self, target: str, ttl_s: float) -> str | None:
+        """A token if this caller may poll ``target`` now, None if another one does."""
+        token = uuid.uuid4().hex
+        with self._errors():
+            taken = self._redis.set(self._key("lease", target), token, nx=True,
+                                    px=max(1, int(ttl_s * 1000)))
+        return token if taken else None
+
+    def release_lease(self, target: str, token: str) -> None:
+        with self._errors():
+            self._release_lease(keys=[self._key("lease", target)], args=[token])
