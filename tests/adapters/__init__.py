@@ -1,0 +1,97 @@
+"""Adapter tests: the harness interface of the conformance suite and waiting helpers.
+
+A harness drives one adapter kind for :mod:`tests.adapters.test_conformance`; the
+registry of harnesses is ``HARNESSES`` in :mod:`tests.adapters.conftest`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from adapters.base import Adapter, Observation
+from hpcbridge.model import JobRequest
+
+__all__ = ["Harness", "finished", "new_job_id", "observe_until", "until", "wait_for"]
+
+_POLL_S = 0.05
+
+
+class Harness(Protocol):
+    """One adapter under test and what the conformance suite needs to drive it."""
+
+    adapter: Adapter
+    #: A directory that both the tests and the target's jobs can read and write.
+    shared_dir: Path
+    #: A native id this target never issued.
+    unknown_id: str
+    #: The shortest time limit the target enforces, in seconds.
+    min_time_limit_s: int
+    #: How long a job may take to reach its next state on this target, in seconds.
+    wait_s: float
+
+    def request(self, **overrides: Any) -> JobRequest:
+        """A minimal valid request for this target, with ``JobRequest`` fields overridden.
+
+        ``command`` may be given as a list; giving ``script`` drops the default command.
+        """
+
+    def queued_job(self, **overrides: Any) -> str:
+        """Submit ``request(**overrides)`` so that it stays QUEUED; return its native id.
+
+        The job waits until it is cancelled or :meth:`release` is called.
+        """
+
+    def release(self) -> None:
+        """Let the jobs held by :meth:`queued_job` run (they start in submit order)."""
+
+    def close(self) -> None:
+        """Stop every job this harness or its tests started and free what it used."""
+
+
+def new_job_id(prefix: str = "t") -> str:
+    """A job id no other test (or test session on a shared cluster) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def until(condition: Callable[[], bool], timeout_s: float, what: Callable[[], str]) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``what()`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"gave up after {timeout_s} s: {what()}")
+        time.sleep(_POLL_S)
+
+
+def observe_until(adapter: Adapter, native_ids: Sequence[str],
+                  done: Callable[[Mapping[str, Observation]], bool],
+                  timeout_s: float) -> Mapping[str, Observation]:
+    """Ask ``status_many`` about ``native_ids`` until ``done`` holds for its answer."""
+    answer: Mapping[str, Observation] = {}
+
+    def check() -> bool:
+        nonlocal answer
+        answer = adapter.status_many(native_ids)
+        return done(answer)
+
+    until(check, timeout_s, lambda: f"status of {list(native_ids)}: last answer {answer}")
+    return answer
+
+
+def wait_for(adapter: Adapter, native_id: str, done: Callable[[Observation], bool],
+             timeout_s: float) -> Observation:
+    """The first observation of ``native_id`` for which ``done`` holds."""
+    return observe_until(adapter, [native_id],
+                         lambda answer: native_id in answer and done(answer[native_id]),
+                         timeout_s)[native_id]
+
+
+def finished(adapter: Adapter, native_id: str, timeout_s: float) -> Observation:
+    """The observation of ``native_id`` once it reached a terminal state."""
+    return wait_for(adapter, native_id, lambda observation: observation.state.terminal,
+                    timeout_s)
