@@ -148,6 +148,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     stack = DevStack(redis_url=os.environ.get("REDIS_URL"), targets_file=args.targets,
                      tick_s=args.tick)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     stack.start()
     path = state_file()
     try:
@@ -159,13 +160,15 @@ def _dev(args: argparse.Namespace) -> int:
             return _demo(args, stack.describe())
         print("Submit with: hpc-bridge submit --command echo hello --wait   (Ctrl-C stops)",
               flush=True)
-        halt = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: halt.set())
-        halt.wait()
+        threading.Event().wait()
         return 0
     finally:
         path.unlink(missing_ok=True)
         stack.stop()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally that stops the stack
 
 
 def _demo(args: argparse.Namespace, stack: dict[str, Any]) -> int:
@@ -175,7 +178,7 @@ def _demo(args: argparse.Namespace, stack: dict[str, Any]) -> int:
     event = _send(args.broker, events.REQUESTED, request)
     job_id = job_id_for_event(event["source"], event["id"])
     print(f"submitted {job_id}")
-    status = _follow(_store(args), job_id)
+    status = _follow(_store(args), job_id, timeout_s=120)
     return 0 if status.exit_code == 0 and status.state == "SUCCEEDED" else 1
 
 

@@ -28,7 +28,7 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "hpcbridge:"
