@@ -50,10 +50,11 @@ class RedisServer:
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("redis-server did not start: "
-                                       + (self.directory / "redis.log").read_text()[-2000:])
+                                       + (self.directory / "redis.log").read_text()[-2000:]
+                                       ) from exc
                 time.sleep(0.02)
         client.close()
         return self

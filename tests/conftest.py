@@ -1,13 +1,22 @@
+"""Fixtures shared by the whole test session."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from hpcbridge.store import Store
 from tests.services.redis_server import RedisServer
+from tests.services.slurm import SlurmCluster
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A real single-node Slurm cluster with slurmrestd, stopped when the session ends."""
+    with SlurmCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +37,3 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def store(redis_client: redis.Redis) -> Store:
     return Store(redis_client)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path

@@ -1,0 +1,106 @@
+"""The conformance harness of the ``slurm`` adapter, on the session's real Slurm cluster."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.slurm import SlurmRestAdapter
+from hpcbridge.model import JobRequest, Resources
+from tests.adapters import until
+from tests.services.slurm import SlurmCluster
+
+__all__ = ["SlurmHarness"]
+
+_TARGET = "slurm-test"
+
+
+class SlurmHarness:
+    """A :class:`SlurmRestAdapter` for ``cluster``, with requests that fit it.
+
+    The token is written to a file (mode 0600) in ``directory`` and named as
+    ``token_file``, the way a mounted Secret is. Jobs submitted while the harness lives
+    are cancelled by :meth:`close`, however they were submitted.
+    """
+
+    target = _TARGET
+    #: Slurm ids count up from 1 and never reach MaxJobId's default of 67043328.
+    unknown_id = "999999999"
+    #: Slurm's time limits are whole minutes, and slurmctld enforces them every 30 s.
+    min_time_limit_s = 60
+    wait_s = 30.0
+
+    def __init__(self, cluster: SlurmCluster, directory: Path | None = None, *,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.cluster = cluster
+        token_dir = directory or Path(tempfile.mkdtemp(prefix="harness-", dir=cluster.root))
+        self.token_file = token_dir / f"slurm-token-{uuid.uuid4().hex[:8]}"
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(cluster.token(lifespan=4 * 3600))
+        self.shared_dir = cluster.workdir / f"shared-{uuid.uuid4().hex[:8]}"
+        self.shared_dir.mkdir()
+        owner = cluster.workdir.stat()
+        os.chown(self.shared_dir, owner.st_uid, owner.st_gid)
+        self.settings: dict[str, Any] = {
+            "kind": "slurm",
+            "url": cluster.url,
+            "user": cluster.user,
+            "token_file": str(self.token_file),
+            "output_dir": str(cluster.workdir),
+            "partition": cluster.partition,
+        }
+        self.adapter = SlurmRestAdapter(_TARGET, self.settings, transport=transport)
+        self._known = {job.job_id for job in cluster.jobs()}
+        self._held: list[str] = []
+
+    def request(self, **overrides: Any) -> JobRequest:
+        """A minimal valid request: ``true`` as a command, unless a script is given."""
+        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
+        fields.update(overrides)
+        if fields.get("command") is not None:
+            fields["command"] = tuple(fields["command"])
+        if isinstance(fields.get("resources"), Mapping):
+            fields["resources"] = Resources.from_dict(fields["resources"])
+        return JobRequest(target=_TARGET, **fields)
+
+    def queued_job(self, **overrides: Any) -> str:
+        """Submit ``request(**overrides)`` so that it stays QUEUED; return its native id.
+
+        It goes to the cluster's partition that is DOWN: Slurm accepts jobs there and never
+        starts them, so nothing else is blocked. :meth:`release` moves them to the
+        partition that runs jobs.
+        """
+        request = self.request(**{**overrides, "queue": self.cluster.held_partition})
+        native_id = self.adapter.submit(request, f"queued-{uuid.uuid4().hex[:16]}")
+        self._held.append(native_id)
+        return native_id
+
+    def release(self) -> None:
+        """Let the held jobs that still wait run, in the order they were submitted."""
+        for native_id in self._held:
+            if self.cluster.job_state(native_id) == "PENDING":
+                self.cluster.scontrol("update", f"JobId={native_id}",
+                                      f"Partition={self.cluster.partition}")
+        self._held.clear()
+
+    def close(self) -> None:
+        """Cancel the jobs that appeared since the harness was made; wait until they end."""
+        def active() -> list[str]:
+            return [job.job_id for job in self.cluster.jobs()
+                    if job.job_id not in self._known and job.state in _ACTIVE]
+
+        for native_id in active():
+            self.adapter.cancel(native_id)
+        until(lambda: not active(), self.wait_s, lambda: f"jobs still active: {active()}")
+        self.adapter.close()
+
+
+_ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED",
+                     "REQUEUED", "RESIZING", "STAGE_OUT", "SIGNALING"})

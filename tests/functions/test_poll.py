@@ -1,0 +1,82 @@
+"""The poll function: ticks follow jobs to their end and emit one event per transition."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from hpcbridge import events
+from hpcbridge.dev import DevStack
+from hpcbridge.store import Store
+from tests.adapters import until
+from tests.functions import emitted, send, submitted, tick, tick_until
+
+
+def test_a_job_is_followed_to_success_with_one_event_per_transition(
+        bridge: DevStack, store: Store) -> None:
+    job_id = submitted(bridge, {"target": "local", "command": ["sh", "-c", "echo hi"]})
+    status = tick_until(bridge, store, job_id, "SUCCEEDED")
+    assert (status.exit_code, status.reason) == (0, None)
+    assert status.started_at is not None and status.finished_at is not None
+    until(lambda: any(e["type"] == "hpcbridge.job.succeeded" for e in emitted(bridge, job_id)),
+          10, lambda: f"events: {emitted(bridge, job_id)}")
+    seen = emitted(bridge, job_id)
+    types = [e["type"] for e in seen]
+    assert types[-1] == "hpcbridge.job.succeeded"
+    assert len(types) == len(set(types)), f"one event per transition: {types}"
+    assert all(e["subject"] == job_id for e in seen)
+    assert seen[-1]["data"]["state"] == "SUCCEEDED"
+    history = [entry["state"] for entry in store.history(job_id)]
+    assert history[0] == "ACCEPTED" and history[-1] == "SUCCEEDED"
+
+
+def test_a_non_zero_exit_is_failed_with_its_exit_code(bridge: DevStack, store: Store) -> None:
+    job_id = submitted(bridge, {"target": "local", "command": ["sh", "-c", "exit 3"]})
+    status = tick_until(bridge, store, job_id, "FAILED")
+    assert (status.exit_code, str(status.reason)) == (3, "exit_code")
+
+
+def test_a_job_over_its_time_limit_fails_with_reason_timeout(bridge: DevStack,
+                                                            store: Store) -> None:
+    job_id = submitted(bridge, {"target": "local", "command": ["sleep", "60"],
+                                "resources": {"time_limit_s": 1}})
+    status = tick_until(bridge, store, job_id, "FAILED")
+    assert str(status.reason) == "timeout"
+
+
+def test_a_tick_skips_a_target_another_tick_holds(bridge: DevStack, store: Store) -> None:
+    job_id = submitted(bridge, {"target": "local", "command": ["true"]})
+    lease = store.acquire_lease("local", 30)
+    assert lease is not None
+    answer = tick(bridge)
+    assert "skipped=local" in answer.headers["Hpcbridge-Outcome"]
+    job = store.load(job_id)
+    assert job is not None and str(job.status.state) == "ACCEPTED"
+    store.release_lease("local", lease)
+    tick_until(bridge, store, job_id, "SUCCEEDED")
+
+
+def test_a_vanished_job_goes_unknown_then_lost(bridge: DevStack, store: Store,
+                                               local_targets: dict) -> None:
+    job_id = submitted(bridge, {"target": "local", "command": ["sleep", "5"]})
+    tick_until(bridge, store, job_id, "RUNNING")
+    shutil.rmtree(Path(local_targets["local"]["workdir"]) / "jobs" / job_id)  # purged
+    tick(bridge)
+    job = store.load(job_id)
+    assert job is not None and str(job.status.state) == "UNKNOWN"
+    tick(bridge)  # HPCBRIDGE_LOST_AFTER_S=0 in these tests
+    job = store.load(job_id)
+    assert job is not None
+    assert (str(job.status.state), str(job.status.reason)) == ("FAILED", "lost")
+
+
+def test_a_tick_may_name_its_targets_and_refuses_unknown_ones(bridge: DevStack) -> None:
+    assert send(bridge.functions["poll"], events.TICK, {"targets": ["local"]}).status_code == 200
+    answer = send(bridge.functions["poll"], events.TICK, {"targets": ["mars"]})
+    assert answer.status_code == 400
+    assert answer.headers["ce-type"] == events.REJECTED
+
+
+def test_a_pingsource_tick_is_accepted(bridge: DevStack) -> None:
+    answer = send(bridge.functions["poll"], events.PING, "tick")
+    assert answer.status_code == 200
