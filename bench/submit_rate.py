@@ -1,0 +1,128 @@
+"""Submission overhead: sequential submits through the submit function vs straight to
+slurmrestd, against the same real Slurm cluster in the same run.
+
+Both paths submit the same one-line batch job. The direct path is one POST per job to
+``/slurm/v0.0.38/job/submit``; the bridge path is one CloudEvent per job to the submit
+function (functions-framework, real Redis), which claims the id, submits the same way and
+records the native id. Rounds alternate between the two paths so both see the same
+cluster load; every job is cancelled at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from hpcbridge import events
+from tests.services.redis_server import RedisServer, free_port
+from tests.services.slurm import SlurmCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = "#!/bin/sh\ntrue\n"
+
+
+def _direct(client: httpx.Client, cluster: SlurmCluster, token: str, count: int) -> list[float]:
+    headers = {"X-SLURM-USER-NAME": cluster.user, "X-SLURM-USER-TOKEN": token}
+    latencies = []
+    for i in range(count):
+        body = {"script": SCRIPT, "job": {
+            "name": f"direct-{i}", "partition": cluster.partition,
+            "current_working_directory": str(cluster.workdir),
+            "standard_output": str(cluster.workdir / "direct.out"),
+            "environment": {"PATH": "/usr/bin:/bin"}}}
+        started = time.perf_counter()
+        answer = client.post(f"{cluster.url}/slurm/v0.0.38/job/submit", json=body,
+                             headers=headers)
+        latencies.append(time.perf_counter() - started)
+        if answer.status_code != 200 or not answer.json().get("job_id"):
+            raise RuntimeError(f"direct submit failed: {answer.status_code} {answer.text}")
+    return latencies
+
+
+def _bridge(client: httpx.Client, url: str, count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        event = events.CloudEvent({"type": events.REQUESTED, "source": "/bench",
+                                   "id": uuid.uuid4().hex,
+                                   "datacontenttype": "application/json"},
+                                  {"target": "hpc", "script": SCRIPT})
+        headers, body = events.encode(event)
+        started = time.perf_counter()
+        answer = client.post(url, headers=headers, content=body)
+        latencies.append(time.perf_counter() - started)
+        if answer.status_code != 200 or answer.headers.get("ce-type") != events.SUBMITTED:
+            raise RuntimeError(f"bridge submit failed: {answer.status_code} {answer.text}")
+    return latencies
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(jobs: int = 200, rounds: int = 4) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, SlurmCluster() as cluster:
+        redis = RedisServer(Path(tmp) / "redis").start()
+        token_file = Path(tmp) / "token"
+        token_file.write_text(cluster.token(lifespan=3600))
+        token_file.chmod(0o600)
+        targets = Path(tmp) / "targets.yaml"
+        targets.write_text(
+            "targets:\n  hpc:\n    kind: slurm\n"
+            f"    url: {cluster.url}\n    user: {cluster.user}\n"
+            f"    token_file: {token_file}\n    partition: {cluster.partition}\n"
+            f"    output_dir: {cluster.workdir}\n")
+        port = free_port()
+        env = {**os.environ, "REDIS_URL": redis.url, "HPCBRIDGE_TARGETS": str(targets)}
+        function = subprocess.Popen(
+            [sys.executable, "-m", "functions_framework", "--source",
+             str(ROOT / "functions" / "submit" / "main.py"), "--target", "submit",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            with httpx.Client(timeout=60) as client:
+                while True:
+                    try:
+                        client.get(url)
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.05)
+                _bridge(client, url, 5)  # warm: first adapter use, version discovery
+                direct, bridged = [], []
+                per_round = jobs // rounds
+                for _ in range(rounds):
+                    direct += _direct(client, cluster, cluster.token(), per_round)
+                    bridged += _bridge(client, url, per_round)
+        finally:
+            function.terminate()
+            function.wait()
+            redis.stop()
+    direct_rate = len(direct) / sum(direct)
+    bridge_rate = len(bridged) / sum(bridged)
+    return {"jobs_each": len(direct), "direct_per_s": direct_rate,
+            "bridge_per_s": bridge_rate, "ratio": bridge_rate / direct_rate,
+            "bridge_p50_ms": 1000 * statistics.median(bridged),
+            "bridge_p99_ms": 1000 * _percentile(bridged, 0.99),
+            "direct_p50_ms": 1000 * statistics.median(direct)}
+
+
+def main() -> None:
+    r = run()
+    print(f"sequential submits, {r['jobs_each']} jobs each, real Slurm 22.05 slurmrestd: "
+          f"direct {r['direct_per_s']:.0f}/s, through the submit function "
+          f"{r['bridge_per_s']:.0f}/s, ratio {r['ratio']:.2f}")
+    print(f"latency event -> native id: p50 {r['bridge_p50_ms']:.1f} ms, "
+          f"p99 {r['bridge_p99_ms']:.1f} ms (direct p50 {r['direct_p50_ms']:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
