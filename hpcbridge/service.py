@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import (
     Adapter,
@@ -36,16 +36,18 @@ from hpcbridge.model import (
     job_id_for_event,
     validate_job_id,
 )
+from hpcbridge.naming import JOB_ID_LABEL
 from hpcbridge.settings import Settings
 from hpcbridge.states import advance, declare_lost
 from hpcbridge.store import Change, Store, StoredJob, StoreUnavailable
 from hpcbridge.targets import Targets
 
+if TYPE_CHECKING:
+    from hpcbridge.mirror import Mirror
+
 __all__ = ["TRANSIENT", "Bridge", "Busy", "Reply"]
 
 log = logging.getLogger(__name__)
-
-JOB_ID_LABEL = "hpcbridge.io/job-id"
 
 
 class Busy(Exception):
@@ -73,6 +75,8 @@ class TickReport:
     unreachable: list[str] = dataclasses.field(default_factory=list)
     transitions: int = 0
     events: list[CloudEvent] = dataclasses.field(default_factory=list)
+    #: the active jobs the tick looked at, for the mirror's repair pass
+    active: set[str] = dataclasses.field(default_factory=set)
 
     def summary(self) -> str:
         return (f"polled={','.join(self.polled) or '-'} skipped={','.join(self.skipped) or '-'} "
@@ -84,17 +88,23 @@ class Bridge:
     """One process's view of the bridge: settings, store, targets and event sink."""
 
     def __init__(self, settings: Settings, store: Store, targets: Targets, emitter: Emitter,
-                 clock: Callable[[], float] = time.time) -> None:
+                 mirror: Mirror | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
         self.targets = targets
         self.emitter = emitter
+        self.mirror = mirror
         self._clock = clock
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Bridge:
+        mirror = None
+        if settings.mirror:
+            from hpcbridge.mirror import Mirror  # the kubernetes client is slow to import
+
+            mirror = Mirror.from_environment(settings.namespace, settings.pod_image)
         return cls(settings, Store.from_url(settings.redis_url, settings.redis_prefix),
-                   Targets.load(settings.targets_file), Emitter(settings.sink))
+                   Targets.load(settings.targets_file), Emitter(settings.sink), mirror)
 
     _shared: Bridge | None = None
     _shared_lock = threading.Lock()
@@ -173,6 +183,7 @@ class Bridge:
         job = self._load(job_id)
         if job.status.state is State.CANCELLED:
             adapter.cancel(native_id)  # the cancel arrived while we were submitting
+        self._show(job, job.status, transition=True)
         log.info("submitted %s as %s%s", job_id, native_id, " (adopted)" if adopt else "",
                  extra={"job_id": job_id, "target": request.target})
         return self._submit_reply(job)
@@ -212,6 +223,8 @@ class Bridge:
         report = TickReport()
         for name in names:
             self._poll_target(name, report)
+        if self.mirror is not None:
+            self._tend_mirror(names, report)
         self.emitter.emit(report.events)
         log.info("tick %s", report.summary(), extra={"event_id": event["id"]})
         return Reply(None, report.summary())
@@ -227,6 +240,7 @@ class Bridge:
         try:
             adapter = self.targets.adapter(name)
             jobs = self.store.load_many(ids)
+            report.active.update(jobs)
             watched = {j.status.native_id: j for j in jobs.values() if j.status.native_id}
             now = self._clock()
             changes: list[Change] = []
@@ -237,7 +251,9 @@ class Bridge:
                     report.unreachable.append(name)
                     log.warning("target %s unreachable: %s", name, redact(str(exc)),
                                 extra={"target": name})
+                    self._show_reachability(name, adapter, reachable=False)
                     return
+                self._show_reachability(name, adapter, reachable=True)
                 for native_id, job in watched.items():
                     new = advance(job.status, seen.get(native_id), now,
                                   self.settings.lost_after_s)
@@ -249,11 +265,15 @@ class Bridge:
             applied = self.store.apply(changes)
             report.polled.append(name)
             for change in changes:
-                if change.job.job_id in applied and change.status.state is not \
-                        change.job.status.state:
+                if change.job.job_id not in applied:
+                    continue
+                moved = change.status.state is not change.job.status.state
+                if moved:
                     report.transitions += 1
                     report.events.append(events.status_event(self.settings.source,
                                                              change.status))
+                tail = self._log_tail(adapter, change.status) if moved else None
+                self._show(change.job, change.status, transition=moved, log_tail=tail)
         finally:
             self.store.release_lease(name, lease)
 
@@ -294,10 +314,12 @@ class Bridge:
             if unknown:
                 raise RequestError(sorted(unknown)[0], "is not a known field")
             return self.cancel_job(validate_job_id(data.get("job_id")))
-        job_id = _deleted_pod_job(data, deleted=event["type"] == events.APISERVER_DELETE)
-        if job_id is None:
+        pod = _deleted_pod(data, deleted=event["type"] == events.APISERVER_DELETE)
+        if pod is None:
             return Reply(None, "ignored")
-        return self.cancel_job(job_id)
+        reply = self.cancel_job(pod.job_id)
+        self._finish_pod(pod.namespace, pod.name)
+        return reply
 
     def cancel_job(self, job_id: str) -> Reply:
         """Cancel ``job_id``; a finished or unknown job is a no-op, said as such."""
@@ -322,8 +344,78 @@ class Bridge:
                                            finished_at=now, updated_at=now)
             if self.store.apply([Change(job, cancelled)]):
                 log.info("cancelled %s", job_id, extra={"job_id": job_id})
+                self._show(job, cancelled, transition=True)
                 return Reply(events.status_event(self.settings.source, cancelled), "cancelled")
         raise Busy(f"job {job_id} kept changing while being cancelled")
+
+    # -- mirror -------------------------------------------------------------------------
+    # A mirror failure is logged and never fails the call: Redis has the truth, and the
+    # next tick repairs the mirror from it.
+
+    def _show(self, job: StoredJob, status: JobStatus, *, transition: bool,
+              log_tail: str | None = None) -> None:
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.show(status, job.request, transition=transition, log_tail=log_tail)
+        except Exception as exc:
+            log.warning("mirror of %s not written (repaired at the next tick): %s",
+                        status.job_id, redact(str(exc)), extra={"job_id": status.job_id})
+
+    def _show_reachability(self, name: str, adapter: Adapter, *, reachable: bool) -> None:
+        if self.mirror is None or self.store.swap_reachable(name, reachable) is reachable:
+            return
+        try:
+            capacity = adapter.capacity() if reachable and \
+                adapter.capabilities.report_capacity else None
+            self.mirror.ensure_node(name)
+            self.mirror.node_ready(name, reachable, capacity)
+        except Exception as exc:
+            log.warning("node of %s not updated: %s", name, redact(str(exc)),
+                        extra={"target": name})
+
+    def _log_tail(self, adapter: Adapter, status: JobStatus) -> str | None:
+        if not (status.state.terminal and status.native_id and adapter.capabilities.logs):
+            return None
+        try:
+            return adapter.logs(status.native_id, self.settings.log_tail_lines)
+        except Exception as exc:
+            log.info("no log tail for %s: %s", status.job_id, redact(str(exc)),
+                     extra={"job_id": status.job_id})
+            return None
+
+    def _finish_pod(self, namespace: str, name: str) -> None:
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.finish_pod(namespace, name)
+        except Exception as exc:
+            log.warning("pod %s/%s not finished: %s", namespace, name, redact(str(exc)))
+
+    def _tend_mirror(self, names: list[str], report: TickReport) -> None:
+        """Once per tick: heartbeats, pods being deleted, and pods that went missing."""
+        assert self.mirror is not None
+        try:
+            for name in names:
+                self.mirror.ensure_node(name)
+                self.mirror.renew_lease(name)
+            pods = self.mirror.pods()
+        except Exception as exc:
+            log.warning("mirror unreachable this tick: %s", redact(str(exc)))
+            return
+        for pod in self.mirror.deleted(pods):
+            try:
+                self.cancel_job(pod.job_id)
+            except TRANSIENT as exc:
+                log.warning("cancel of %s for its deleted pod failed, retried next tick: %s",
+                            pod.job_id, redact(str(exc)), extra={"job_id": pod.job_id})
+                continue
+            self._finish_pod(pod.namespace, pod.name)
+        shown = {(pod["metadata"].get("labels") or {}).get(JOB_ID_LABEL) for pod in pods}
+        for job_id in report.active - shown:
+            current = self.store.load(job_id)
+            if current is not None and not current.status.state.terminal:
+                self._show(current, current.status, transition=False)
 
 
 def _expect_type(event: CloudEvent, *types: str) -> None:
@@ -341,8 +433,15 @@ def _target_names(value: Any, targets: Targets) -> list[str]:
     return value
 
 
-def _deleted_pod_job(pod: Any, *, deleted: bool) -> str | None:
-    """The job id of a proxy pod that is being deleted, else None."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _DeletedPod:
+    namespace: str
+    name: str
+    job_id: str
+
+
+def _deleted_pod(pod: Any, *, deleted: bool) -> _DeletedPod | None:
+    """The proxy pod in an ApiServerSource event, if it is being deleted."""
     if not isinstance(pod, Mapping) or not isinstance(pod.get("metadata"), Mapping):
         raise RequestError("metadata", "the event data must be a Kubernetes object")
     metadata = pod["metadata"]
@@ -350,4 +449,8 @@ def _deleted_pod_job(pod: Any, *, deleted: bool) -> str | None:
     job_id = labels.get(JOB_ID_LABEL) if isinstance(labels, Mapping) else None
     if job_id is None or not (deleted or metadata.get("deletionTimestamp")):
         return None
-    return validate_job_id(job_id, f"metadata.labels.{JOB_ID_LABEL}")
+    for field in ("name", "namespace"):
+        if not isinstance(metadata.get(field), str):
+            raise RequestError(f"metadata.{field}", "is required")
+    return _DeletedPod(metadata["namespace"], metadata["name"],
+                       validate_job_id(job_id, f"metadata.labels.{JOB_ID_LABEL}"))

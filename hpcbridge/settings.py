@@ -28,6 +28,18 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _mirror_wanted(env: Mapping[str, str]) -> bool:
+    """Mirror when a cluster is there (in-cluster, else KUBECONFIG) unless turned off."""
+    choice = (env.get("HPCBRIDGE_MIRROR") or "auto").lower()
+    if choice not in ("auto", "on", "off"):
+        raise ConfigError(f"HPCBRIDGE_MIRROR must be auto, on or off, not {choice!r}")
+    cluster = bool(env.get("KUBERNETES_SERVICE_HOST") or env.get("KUBECONFIG"))
+    if choice == "on" and not cluster:
+        raise ConfigError("HPCBRIDGE_MIRROR=on but no cluster: neither in-cluster "
+                          "(KUBERNETES_SERVICE_HOST) nor KUBECONFIG")
+    return cluster and choice != "off"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -40,6 +52,10 @@ class Settings:
     lost_after_s: float = 600.0
     poll_lease_s: float = 30.0
     max_event_bytes: int = 2 * 1024 * 1024
+    namespace: str = "default"
+    pod_image: str = "registry.k8s.io/pause:3.9"
+    log_tail_lines: int = 20
+    mirror: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,4 +71,8 @@ class Settings:
             lost_after_s=_number(env, "HPCBRIDGE_LOST_AFTER_S", cls.lost_after_s),
             poll_lease_s=_number(env, "HPCBRIDGE_POLL_LEASE_S", cls.poll_lease_s),
             max_event_bytes=int(_number(env, "HPCBRIDGE_MAX_EVENT_BYTES", cls.max_event_bytes)),
+            namespace=env.get("HPCBRIDGE_NAMESPACE") or cls.namespace,
+            pod_image=env.get("HPCBRIDGE_POD_IMAGE") or cls.pod_image,
+            mirror=_mirror_wanted(env),
+            log_tail_lines=int(_number(env, "HPCBRIDGE_LOG_TAIL_LINES", cls.log_tail_lines)),
         )

@@ -7,6 +7,7 @@ Keys (all under one prefix, ``hpcbridge:`` by default):
     active:<target>   set: ids of jobs the poller still watches
     jobs              sorted set: every job id by submission time
     lease:<target>    string with a TTL: who is polling that target now
+    reachable:<target> "1" or "0": whether the target answered the last tick
 
 Every write that must not race is one Lua script, so it is atomic on the server and one
 round trip on the wire: the claim of a job id, the recording of a native id, and the
@@ -287,6 +288,13 @@ class Store:
             taken = self._redis.set(self._key("lease", target), token, nx=True,
                                     px=max(1, int(ttl_s * 1000)))
         return token if taken else None
+
+    def swap_reachable(self, target: str, reachable: bool) -> bool | None:
+        """Record whether ``target`` answered; what was recorded before (None: nothing)."""
+        with self._errors():
+            before = self._redis.set(self._key("reachable", target), "1" if reachable else "0",
+                                     get=True)
+        return None if before is None else before == "1"
 
     def release_lease(self, target: str, token: str) -> None:
         with self._errors():

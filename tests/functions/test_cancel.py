@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hpcbridge import events
 from hpcbridge.dev import DevStack
-from hpcbridge.service import JOB_ID_LABEL
+from hpcbridge.naming import JOB_ID_LABEL
 from hpcbridge.store import Store
 from tests.functions import reply, send, submitted, tick, tick_until
 
@@ -60,7 +60,8 @@ def test_a_bad_cancel_names_the_field(bridge: DevStack) -> None:
 def test_a_deleted_proxy_pod_cancels_its_job(bridge: DevStack, store: Store) -> None:
     job_id = submitted(bridge, {"target": "local", "command": ["sleep", "300"]})
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"hpcbridge-{job_id}", "labels": {JOB_ID_LABEL: job_id}}}
+           "metadata": {"name": f"hpcbridge-{job_id}", "namespace": "default",
+                        "labels": {JOB_ID_LABEL: job_id}}}
     untouched = send(bridge.functions["cancel"], events.APISERVER_UPDATE, pod)
     assert untouched.headers["Hpcbridge-Outcome"] == "ignored"
     pod["metadata"]["deletionTimestamp"] = "2026-11-23T10:00:00Z"
