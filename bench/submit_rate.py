@@ -1,11 +1,13 @@
 """Submission overhead: sequential submits through the submit function vs straight to
 slurmrestd, against the same real Slurm cluster in the same run.
 
-Both paths submit the same one-line batch job. The direct path is one POST per job to
-``/slurm/v0.0.38/job/submit``; the bridge path is one CloudEvent per job to the submit
-function (functions-framework, real Redis), which claims the id, submits the same way and
-records the native id. Rounds alternate between the two paths so both see the same
-cluster load; every job is cancelled at the end.
+Both paths submit the same job with the same slurmrestd request body (built by the
+adapter's own ``slurm_api.submission``: name, comment, output file, environment). The
+direct path is one POST per job to ``/slurm/v0.0.38/job/submit``; the bridge path is one
+CloudEvent per job to the submit function (functions-framework, real Redis), which
+claims the id, makes that same POST and records the native id. Rounds alternate
+between the two paths so both see the same cluster load; every job is cancelled at the
+end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters import slurm_api
 from hpcbridge import events
 from tests.services.redis_server import RedisServer, free_port
 from tests.services.slurm import SlurmCluster
@@ -32,12 +35,13 @@ SCRIPT = "#!/bin/sh\ntrue\n"
 def _direct(client: httpx.Client, cluster: SlurmCluster, token: str, count: int) -> list[float]:
     headers = {"X-SLURM-USER-NAME": cluster.user, "X-SLURM-USER-TOKEN": token}
     latencies = []
-    for i in range(count):
-        body = {"script": SCRIPT, "job": {
-            "name": f"direct-{i}", "partition": cluster.partition,
-            "current_working_directory": str(cluster.workdir),
-            "standard_output": str(cluster.workdir / "direct.out"),
-            "environment": {"PATH": "/usr/bin:/bin"}}}
+    for _ in range(count):
+        job_id = f"j-{uuid.uuid4().hex[:24]}"
+        body = slurm_api.submission("v0.0.38", slurm_api.JobSpec(
+            script=SCRIPT, name=job_id, comment=f"hpcbridge:{job_id}",
+            working_dir=str(cluster.workdir),
+            environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+            output=f"{cluster.workdir}/%j.out", partition=cluster.partition))
         started = time.perf_counter()
         answer = client.post(f"{cluster.url}/slurm/v0.0.38/job/submit", json=body,
                              headers=headers)
