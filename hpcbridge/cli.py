@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpc-bridge",
@@ -302,3 +303,7 @@ def _follow(store: Store, job_id: str, timeout_s: float = 24 * 3600) -> JobStatu
                 return job.status
         time.sleep(0.2)
     raise CliError(f"gave up waiting for {job_id}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,8 @@
 ports, a small in-process broker that routes events by type the way a Knative Broker
 with one Trigger per function does (replies re-enter the broker, 5xx and 404/408/409/429
 are retried with backoff), a ticker standing in for the PingSource, and Redis: the one
-``REDIS_URL`` names, else an embedded fakeredis server.
+``REDIS_URL`` names, else a private redis-server when one is installed, else an embedded
+fakeredis server.
 
 The broker also keeps the last events it saw, so ``GET /events?subject=<job>`` shows a
 job's event stream.
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +37,7 @@ import httpx
 
 from hpcbridge import events
 
-__all__ = ["ROUTES", "Broker", "DevStack", "state_file"]
+__all__ = ["ROUTES", "Broker", "DevStack", "RedisProcess", "free_port", "state_file"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ def state_file() -> Path:
     return Path(base) / "hpc-bridge" / "dev.json"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -174,6 +177,56 @@ class Broker:
         return Handler
 
 
+class RedisProcess:
+    """A private ``redis-server`` on a free loopback port, stopped by its pid.
+
+    Append-only persistence is on, so :meth:`stop` then :meth:`start` (same port) keeps
+    what was written, as a production Redis with AOF would.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing: apt-get install -y redis-server")
+        self._binary = binary
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        log_file = self.directory / "redis.log"
+        self._process = subprocess.Popen(
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
+             "--logfile", str(log_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=1) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(16).startswith(b"+PONG"):
+                    return self
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                tail = log_file.read_text()[-2000:] if log_file.exists() else ""
+                self.stop()
+                raise RuntimeError(f"redis-server did not start: {tail}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
 class _Ticker(threading.Thread):
     def __init__(self, broker: Broker, interval_s: float) -> None:
         super().__init__(daemon=True)
@@ -203,6 +256,7 @@ class DevStack:
         self.broker: Broker | None = None
         self._processes: list[subprocess.Popen[bytes]] = []
         self._fake_redis: Any = None
+        self._redis_process: RedisProcess | None = None
         self._ticker: _Ticker | None = None
 
     def start(self) -> DevStack:
@@ -211,8 +265,8 @@ class DevStack:
                                "from a checkout (pip install -e .)")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.redis_url is None:
-            self.redis_url = self._start_fake_redis()
-        ports = {name: _free_port() for name in ("submit", "poll", "cancel")}
+            self.redis_url = self._start_redis()
+        ports = {name: free_port() for name in ("submit", "poll", "cancel")}
         self.functions = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
         self.broker = Broker(self.functions).start()
         env = {**os.environ, **self.extra_env, "REDIS_URL": self.redis_url,
@@ -232,10 +286,14 @@ class DevStack:
         self._ticker.start()
         return self
 
-    def _start_fake_redis(self) -> str:
+    def _start_redis(self) -> str:
+        """A private redis-server when one is installed, else an embedded fakeredis."""
+        if shutil.which("redis-server"):
+            self._redis_process = RedisProcess(self.log_dir / "redis").start()
+            return self._redis_process.url
         from fakeredis import TcpFakeServer  # only the dev stack needs it
 
-        port = _free_port()
+        port = free_port()
         self._fake_redis = TcpFakeServer(("127.0.0.1", port), server_type="redis")
         threading.Thread(target=self._fake_redis.serve_forever, daemon=True).start()
         return f"redis://127.0.0.1:{port}/0"
@@ -277,6 +335,8 @@ class DevStack:
         if self._fake_redis is not None:
             self._fake_redis.shutdown()
             self._fake_redis.server_close()
+        if self._redis_process is not None:
+            self._redis_process.stop()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[DevStack]:

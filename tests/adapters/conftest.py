@@ -26,6 +26,7 @@ class _Kind:
 #     "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,)),
 HARNESSES: dict[str, _Kind] = {
     "local": _Kind("local_harness:LocalHarness", ("tmp_path",)),
+    "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,)),
 }
 
 

@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import httpx
 
+from hpcbridge.dev import free_port
+
 __all__ = ["JOB_USER", "ClusterJob", "SlurmCluster", "hs256_token"]
 
 JOB_USER = "hpcbridge-job"
@@ -62,12 +64,6 @@ class ClusterJob(NamedTuple):
     job_id: str
     name: str
     state: str
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _b64url(data: bytes) -> str:
@@ -216,7 +212,7 @@ class SlurmCluster:
         """Start slurmrestd (again), on the same port as before if it ran already."""
         if "slurmrestd" in self._procs:
             return
-        self._restd_port = self._restd_port or _free_port()
+        self._restd_port = self._restd_port or free_port()
         env = {**self.env, "SLURM_JWT": "daemon"}
         self._spawn("slurmrestd", [
             "setpriv", f"--reuid={_RESTD_USER}", f"--regid={_RESTD_USER}", "--init-groups",
@@ -293,8 +289,8 @@ class SlurmCluster:
         return "\n".join([
             "ClusterName=hpcbridge",
             f"SlurmctldHost={self.host}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
             "SlurmUser=slurm",
             "SlurmdUser=root",
             "AuthType=auth/munge",

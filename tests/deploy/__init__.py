@@ -1,0 +1,1 @@
+"""Validation of the deployment: knative/ (kustomize base), Containerfile, func.yaml."""
