@@ -126,18 +126,20 @@ class Mirror:
     # -- jobs ---------------------------------------------------------------------------
 
     def show(self, status: JobStatus, request: Mapping[str, Any], *, transition: bool,
-             log_tail: str | None = None) -> None:
+             log_tail: str | None = None, create_pod: bool = True) -> None:
         """Bring the job's ConfigMap and Pod up to ``status``; an Event if it moved.
 
         ``request`` is the stored JobRequest: its ``namespace`` and ``labels`` say where
-        and how the job is shown.
+        and how the job is shown. Without ``create_pod`` a missing pod stays missing (a
+        finished job's pod that someone deleted is not brought back).
         """
         job = _View(status, request.get("namespace") or self.namespace,
                     request.get("labels") or {}, log_tail)
         try:
             self.ensure_node(status.target)
             self._upsert_config_map(job)
-            self._ensure_pod(job)
+            if not self._ensure_pod(job, create=create_pod):
+                return
             self._core.patch_namespaced_pod_status(
                 object_name(status.job_id), job.namespace, {"status": self._pod_status(status)})
             if transition:
@@ -195,17 +197,20 @@ class Mirror:
                     raise
                 self._core.patch_namespaced_config_map(name, job.namespace, body)
 
-    def _ensure_pod(self, job: _View) -> None:
-        """Label the pod with the job's state, creating it if it is not there."""
+    def _ensure_pod(self, job: _View, *, create: bool) -> bool:
+        """Label the pod with the job's state, creating it if it is not there and
+        ``create`` allows; whether the pod is there now."""
         status = job.status
         name = object_name(status.job_id)
         try:
             self._core.patch_namespaced_pod(
                 name, job.namespace, {"metadata": {"labels": {STATE_LABEL: str(status.state)}}})
-            return
+            return True
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if not create:
+            return False
         body = {
             "metadata": {"name": name, "labels": _labels(status, job.labels),
                          "annotations": {NATIVE_ID_ANNOTATION: status.native_id or ""}},
@@ -231,6 +236,7 @@ class Mirror:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+        return True
 
     def _pod_status(self, status: JobStatus) -> dict[str, Any]:
         state = status.state

@@ -75,8 +75,9 @@ class TickReport:
     unreachable: list[str] = dataclasses.field(default_factory=list)
     transitions: int = 0
     events: list[CloudEvent] = dataclasses.field(default_factory=list)
-    #: the active jobs the tick looked at, for the mirror's repair pass
+    #: the active jobs the tick looked at, and those it mirrored, for the repair pass
     active: set[str] = dataclasses.field(default_factory=set)
+    shown: set[str] = dataclasses.field(default_factory=set)
 
     def summary(self) -> str:
         return (f"polled={','.join(self.polled) or '-'} skipped={','.join(self.skipped) or '-'} "
@@ -103,8 +104,10 @@ class Bridge:
             from hpcbridge.mirror import Mirror  # the kubernetes client is slow to import
 
             mirror = Mirror.from_environment(settings.namespace, settings.pod_image)
-        return cls(settings, Store.from_url(settings.redis_url, settings.redis_prefix),
-                   Targets.load(settings.targets_file), Emitter(settings.sink), mirror)
+        store = Store.from_url(settings.redis_url, settings.redis_prefix,
+                               track_mirror=mirror is not None)
+        return cls(settings, store, Targets.load(settings.targets_file), Emitter(settings.sink),
+                   mirror)
 
     _shared: Bridge | None = None
     _shared_lock = threading.Lock()
@@ -183,7 +186,7 @@ class Bridge:
         job = self._load(job_id)
         if job.status.state is State.CANCELLED:
             adapter.cancel(native_id)  # the cancel arrived while we were submitting
-        self._show(job, job.status, transition=True)
+        self._show(job, job.status, job.version, transition=True)
         log.info("submitted %s as %s%s", job_id, native_id, " (adopted)" if adopt else "",
                  extra={"job_id": job_id, "target": request.target})
         return self._submit_reply(job)
@@ -273,7 +276,9 @@ class Bridge:
                     report.events.append(events.status_event(self.settings.source,
                                                              change.status))
                 tail = self._log_tail(adapter, change.status) if moved else None
-                self._show(change.job, change.status, transition=moved, log_tail=tail)
+                self._show(change.job, change.status, change.job.version + 1,
+                           transition=moved, log_tail=tail)
+            report.shown.update(applied)
         finally:
             self.store.release_lease(name, lease)
 
@@ -344,7 +349,7 @@ class Bridge:
                                            finished_at=now, updated_at=now)
             if self.store.apply([Change(job, cancelled)]):
                 log.info("cancelled %s", job_id, extra={"job_id": job_id})
-                self._show(job, cancelled, transition=True)
+                self._show(job, cancelled, job.version + 1, transition=True)
                 return Reply(events.status_event(self.settings.source, cancelled), "cancelled")
         raise Busy(f"job {job_id} kept changing while being cancelled")
 
@@ -352,12 +357,18 @@ class Bridge:
     # A mirror failure is logged and never fails the call: Redis has the truth, and the
     # next tick repairs the mirror from it.
 
-    def _show(self, job: StoredJob, status: JobStatus, *, transition: bool,
-              log_tail: str | None = None) -> None:
+    def _show(self, job: StoredJob, status: JobStatus, version: int, *, transition: bool,
+              log_tail: str | None = None, repair: bool = False) -> None:
+        """Mirror ``status`` (the job's record at ``version``) and note that it is shown.
+
+        A repair does not bring back the pod of a finished job: someone deleted it.
+        """
         if self.mirror is None:
             return
         try:
-            self.mirror.show(status, job.request, transition=transition, log_tail=log_tail)
+            self.mirror.show(status, job.request, transition=transition, log_tail=log_tail,
+                             create_pod=not (repair and status.state.terminal))
+            self.store.mark_mirrored(job.job_id, version)
         except Exception as exc:
             log.warning("mirror of %s not written (repaired at the next tick): %s",
                         status.job_id, redact(str(exc)), extra={"job_id": status.job_id})
@@ -411,11 +422,12 @@ class Bridge:
                             pod.job_id, redact(str(exc)), extra={"job_id": pod.job_id})
                 continue
             self._finish_pod(pod.namespace, pod.name)
-        shown = {(pod["metadata"].get("labels") or {}).get(JOB_ID_LABEL) for pod in pods}
-        for job_id in report.active - shown:
-            current = self.store.load(job_id)
-            if current is not None and not current.status.state.terminal:
-                self._show(current, current.status, transition=False)
+        # Repair: jobs whose last mirror write failed or never happened (the process died
+        # after the change), and active jobs whose pod someone removed.
+        with_pods = {(pod["metadata"].get("labels") or {}).get(JOB_ID_LABEL) for pod in pods}
+        repair = (set(self.store.unmirrored()) | (report.active - with_pods)) - report.shown
+        for job in self.store.load_many(repair).values():
+            self._show(job, job.status, job.version, transition=False, repair=True)
 
 
 def _expect_type(event: CloudEvent, *types: str) -> None:

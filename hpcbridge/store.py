@@ -8,6 +8,8 @@ Keys (all under one prefix, ``hpcbridge:`` by default):
     jobs              sorted set: every job id by submission time
     lease:<target>    string with a TTL: who is polling that target now
     reachable:<target> "1" or "0": whether the target answered the last tick
+    unmirrored        set: jobs changed since the Kubernetes mirror last showed them (kept
+                      only when the mirror is on; each change adds its job atomically)
 
 Every write that must not race is one Lua script, so it is atomic on the server and one
 round trip on the wire: the claim of a job id, the recording of a native id, and the
@@ -65,6 +67,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('RPUSH', KEYS[4], ARGV[3])
+if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[1]) end
 return 1
 """
 
@@ -86,15 +89,17 @@ _RECORD_NATIVE = """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'native_id', ARGV[2], 'claim', '', 'claim_until', '')
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+if KEYS[2] then redis.call('SADD', KEYS[2], ARGV[3]) end
 return 1
 """
 
-# ARGV: prefix, then per change: id, expected version, n, n field/value pairs,
-# history entry, 'remove' or 'keep', target.
+# ARGV: prefix, '1' to track the mirror, then per change: id, expected version, n,
+# n field/value pairs, history entry, 'remove' or 'keep', target.
 _APPLY = """
 local prefix = ARGV[1]
+local mirror = ARGV[2] == '1'
 local applied = {}
-local i = 2
+local i = 3
 while i <= #ARGV do
   local id, expected, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local key = prefix .. 'job:' .. id
@@ -106,11 +111,19 @@ while i <= #ARGV do
     if ARGV[after + 1] == 'remove' then
       redis.call('SREM', prefix .. 'active:' .. ARGV[after + 2], id)
     end
+    if mirror then redis.call('SADD', prefix .. 'unmirrored', id) end
     applied[#applied + 1] = id
   end
   i = after + 3
 end
 return applied
+"""
+
+_MARK_MIRRORED = """
+if redis.call('HGET', KEYS[1], 'version') == ARGV[2] then
+  return redis.call('SREM', KEYS[2], ARGV[1])
+end
+return 0
 """
 
 _RELEASE_LEASE = """
@@ -153,21 +166,28 @@ def _history_entry(status: JobStatus, note: str | None = None) -> str:
 class Store:
     """Job records in Redis, with the few atomic operations the functions need."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "hpcbridge:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "hpcbridge:", *,
+                 track_mirror: bool = False) -> None:
         self._redis = client
         self._prefix = prefix
+        self._track_mirror = track_mirror
         self._claim = client.register_script(_CLAIM)
         self._take_over = client.register_script(_TAKE_OVER)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
         self._record_native = client.register_script(_RECORD_NATIVE)
         self._apply = client.register_script(_APPLY)
         self._release_lease = client.register_script(_RELEASE_LEASE)
+        self._mark_mirrored = client.register_script(_MARK_MIRRORED)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "hpcbridge:") -> Store:
+    def from_url(cls, url: str, prefix: str = "hpcbridge:", *,
+                 track_mirror: bool = False) -> Store:
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
                                       socket_connect_timeout=2, health_check_interval=30)
-        return cls(client, prefix)
+        return cls(client, prefix, track_mirror=track_mirror)
+
+    def _unmirrored_key(self) -> list[str]:
+        return [self._key("unmirrored")] if self._track_mirror else []
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -193,7 +213,8 @@ class Store:
                       claim=token, claim_until=repr(claim_until))
         pairs = [item for pair in fields.items() for item in pair]
         keys = [self._key("job", status.job_id), self._key("active", status.target),
-                self._key("jobs"), self._key("history", status.job_id)]
+                self._key("jobs"), self._key("history", status.job_id),
+                *self._unmirrored_key()]
         with self._errors():
             created = self._claim(keys=keys, args=[status.job_id, status.submitted_at or 0,
                                                    _history_entry(status), *pairs])
@@ -214,8 +235,9 @@ class Store:
     def record_native(self, job_id: str, token: str, native_id: str) -> bool:
         """Record the manager's id if ``token`` still owns the submission."""
         with self._errors():
-            return bool(self._record_native(keys=[self._key("job", job_id)],
-                                            args=[token, native_id]))
+            return bool(self._record_native(keys=[self._key("job", job_id),
+                                                  *self._unmirrored_key()],
+                                            args=[token, native_id, job_id]))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -242,6 +264,17 @@ class Store:
                 )
         return jobs
 
+    def mark_mirrored(self, job_id: str, version: int) -> None:
+        """The mirror shows ``job_id`` as it was at ``version``: done, unless it changed since."""
+        with self._errors():
+            self._mark_mirrored(keys=[self._key("job", job_id), self._key("unmirrored")],
+                                args=[job_id, version])
+
+    def unmirrored(self, limit: int = 500) -> list[str]:
+        """Jobs the mirror does not show as they are (at most ``limit``)."""
+        with self._errors():
+            return list(self._redis.srandmember(self._key("unmirrored"), limit) or [])
+
     def active(self, target: str) -> set[str]:
         with self._errors():
             return set(self._redis.smembers(self._key("active", target)))
@@ -265,7 +298,7 @@ class Store:
         """
         if not changes:
             return set()
-        args: list[Any] = [self._prefix]
+        args: list[Any] = [self._prefix, "1" if self._track_mirror else "0"]
         for change in changes:
             fields = _status_fields(change.status)
             before = change.job.status
