@@ -49,6 +49,11 @@ shared/REFERENCE.md ("A real kube-apiserver (1.28) behaves like this") lists:
 * Events expire one hour after their last write, by the injected clock.
 * Errors are ``Status`` objects with the real reasons, messages and codes.
 
+The official client sends a dict patch body as ``application/strategic-merge-patch+json``
+and a list as ``application/json-patch+json`` (pass ``_content_type`` for a JSON merge
+patch); its POST and PUT bodies carry no Content-Type, which the apiserver, and so this
+emulator, reads as JSON. It never calls discovery (/api, /apis).
+
 What it does not do: authentication and RBAC (any caller may do anything: compare
 :meth:`~KubeApiEmulator.calls` with a Role instead), watch, deletecollection,
 server-side apply, dryRun, pagination (``limit`` is ignored, which the API allows),
@@ -466,6 +471,9 @@ class KubeApiEmulator:
                     code, answer = self._dispatch(route, query, body, content_type)
                 except ApiError as error:
                     code, answer = error.code, error.status()
+                except Exception as exc:  # an emulator bug: visible, not a hung client
+                    code, answer = 500, ApiError(500, "InternalError",
+                                                 f"KubeApiEmulator failed: {exc!r}").status()
                 payload = json.dumps(answer).encode()
             res = route.resource
             self._calls.append(ApiCall(

@@ -330,9 +330,9 @@ def strategic_merge_patch(original: Any, patch: Any, path: str = "") -> Any:
         return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
     result = dict(original) if isinstance(original, dict) else {}
     for key, values in patch.items():
-        if key.startswith("$deleteFromPrimitiveList/"):
-            field = key.partition("/")[2]
-            result[field] = [v for v in result.get(field) or [] if v not in values]
+        field = key.partition("/")[2]
+        if key.startswith("$deleteFromPrimitiveList/") and field in result:
+            result[field] = [v for v in result[field] if v not in values]
     for key, value in patch.items():
         if key.startswith("$"):
             continue
