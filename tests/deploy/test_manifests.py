@@ -60,7 +60,7 @@ ROUTES = {
 }
 EMITTED = {events.SUBMITTED, events.REJECTED} | {events.type_for_state(s) for s in State}
 
-# The Kubernetes API calls of each function's mirror code path, as rules.
+# The Kubernetes API calls specified for each function's part of the mirror, as rules.
 _JOBS_WRITE = {("", "configmaps", "get"), ("", "configmaps", "create"),
                ("", "configmaps", "patch"), ("", "pods/status", "patch"),
                ("", "events", "create")}
