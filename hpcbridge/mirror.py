@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import re
-import secrets
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -291,7 +291,8 @@ class Mirror:
             message += f", exit code {status.exit_code})" if status.exit_code is not None \
                 else ")"
         self._core.create_namespaced_event(job.namespace, {
-            "metadata": {"name": f"{name}.{secrets.token_hex(8)}"},
+            # Named as client-go's recorder names events: object name and nanoseconds.
+            "metadata": {"name": f"{name}.{time.time_ns():x}"},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name,
                                "namespace": job.namespace},
             "reason": _camel(str(status.state).lower()),
