@@ -136,7 +136,6 @@ class Mirror:
         job = _View(status, request.get("namespace") or self.namespace,
                     request.get("labels") or {}, log_tail)
         try:
-            self.ensure_node(status.target)
             self._upsert_config_map(job)
             if not self._ensure_pod(job, create=create_pod):
                 return
@@ -211,6 +210,7 @@ class Mirror:
                 raise
         if not create:
             return False
+        self.ensure_node(status.target)
         body = {
             "metadata": {"name": name, "labels": _labels(status, job.labels),
                          "annotations": {NATIVE_ID_ANNOTATION: status.native_id or ""}},

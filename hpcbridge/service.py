@@ -358,16 +358,16 @@ class Bridge:
     # next tick repairs the mirror from it.
 
     def _show(self, job: StoredJob, status: JobStatus, version: int, *, transition: bool,
-              log_tail: str | None = None, repair: bool = False) -> None:
+              log_tail: str | None = None) -> None:
         """Mirror ``status`` (the job's record at ``version``) and note that it is shown.
 
-        A repair does not bring back the pod of a finished job: someone deleted it.
+        A finished job's pod is never created: if it is missing, someone deleted it.
         """
         if self.mirror is None:
             return
         try:
             self.mirror.show(status, job.request, transition=transition, log_tail=log_tail,
-                             create_pod=not (repair and status.state.terminal))
+                             create_pod=not status.state.terminal)
             self.store.mark_mirrored(job.job_id, version)
         except Exception as exc:
             log.warning("mirror of %s not written (repaired at the next tick): %s",
@@ -427,7 +427,7 @@ class Bridge:
         with_pods = {(pod["metadata"].get("labels") or {}).get(JOB_ID_LABEL) for pod in pods}
         repair = (set(self.store.unmirrored()) | (report.active - with_pods)) - report.shown
         for job in self.store.load_many(repair).values():
-            self._show(job, job.status, job.version, transition=False, repair=True)
+            self._show(job, job.status, job.version, transition=False)
 
 
 def _expect_type(event: CloudEvent, *types: str) -> None:
