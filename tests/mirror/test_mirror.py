@@ -13,6 +13,8 @@ from kubernetes import client
 
 from hpcbridge import events
 from hpcbridge.dev import DevStack
+from hpcbridge.mirror import Mirror
+from hpcbridge.model import JobStatus
 from hpcbridge.naming import JOB_ID_LABEL, MANAGED_BY, VIRTUAL_NODE_TAINT
 from hpcbridge.store import Store
 from tests.adapters import until
@@ -224,3 +226,40 @@ def test_the_mirror_being_down_never_fails_a_submit(
     assert pod(core, job_id)["metadata"]["labels"][JOB_ID_LABEL] == job_id
     send(mirrored.functions["cancel"], events.CANCEL, {"job_id": job_id})
 
+
+
+@pytest.mark.parametrize(
+    ("state", "extra", "phase", "container"),
+    [
+        ("ACCEPTED", {}, "Pending", {"waiting": "Queued"}),
+        ("QUEUED", {"native_state": "PENDING"}, "Pending", {"waiting": "Queued"}),
+        ("RUNNING", {"started_at": 1.0}, "Running", {"running": None}),
+        ("SUSPENDED", {"started_at": 1.0}, "Pending", {"waiting": "Suspended"}),
+        ("UNKNOWN", {}, "Unknown", {"waiting": "Queued"}),
+        ("SUCCEEDED", {"exit_code": 0, "finished_at": 2.0}, "Succeeded",
+         {"terminated": "Completed"}),
+        ("FAILED", {"exit_code": 137, "reason": "out_of_memory", "finished_at": 2.0},
+         "Failed", {"terminated": "OutOfMemory"}),
+        ("FAILED", {"reason": "timeout", "finished_at": 2.0}, "Failed",
+         {"terminated": "Timeout"}),
+        ("CANCELLED", {"reason": "cancelled", "finished_at": 2.0}, "Failed",
+         {"terminated": "Cancelled"}),
+    ],
+)
+def test_every_state_has_its_phase_and_container_state(
+        kube: KubeApiEmulator, core: client.CoreV1Api, state: str, extra: dict[str, Any],
+        phase: str, container: dict[str, str | None]) -> None:
+    job_id = f"state-{state.lower()}-{len(extra)}"
+    status = JobStatus.from_dict({"job_id": job_id, "target": "hpc", "state": state,
+                                  "native_id": "7", "submitted_at": 1.0, **extra})
+    mirror = Mirror(kube.api_client(), namespace=NAMESPACE)
+    mirror.show(status, {}, transition=True)
+    shown = pod(core, job_id)["status"]
+    assert shown["phase"] == phase
+    (kind, reason), = container.items()
+    observed = shown["containerStatuses"][0]["state"][kind]
+    if reason is not None:
+        assert observed["reason"] == reason
+    if kind == "terminated":
+        assert observed["exitCode"] == (extra.get("exit_code") or
+                                        (0 if state == "SUCCEEDED" else 1))
