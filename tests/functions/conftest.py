@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +13,34 @@ import yaml
 from hpcbridge.dev import DevStack
 from hpcbridge.store import Store
 from tests.services.redis_server import RedisServer
+from tests.services.slurm import SlurmCluster
 
 #: Settings the function processes of the shared stack run with.
 STACK_ENV = {"HPCBRIDGE_SUBMIT_CLAIM_S": "2", "HPCBRIDGE_LOST_AFTER_S": "0"}
 
 
+def new_stack(redis_url: str, targets: Path, logs: Path, **env: str) -> DevStack:
+    """A dev stack for tests: ticks only when a test sends one, ``env`` on top of
+    :data:`STACK_ENV` for the function processes."""
+    return DevStack(redis_url=redis_url, targets_file=str(targets), tick_s=3600, log_dir=logs,
+                    extra_env={**STACK_ENV, **env})
+
+
 def write_targets(path: Path, targets: dict[str, dict]) -> Path:
     path.write_text(yaml.safe_dump({"targets": targets}))
     return path
+
+
+def slurm_target(cluster: SlurmCluster, directory: Path, url: str | None = None,
+                 **settings: str) -> dict[str, str]:
+    """Settings of a target on ``cluster``, its token in a 0600 file as a mounted Secret."""
+    token = directory / f"token-{uuid.uuid4().hex[:8]}"
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(cluster.token(lifespan=4 * 3600))
+    return {"kind": "slurm", "url": url or cluster.url, "user": cluster.user,
+            "token_file": str(token), "output_dir": str(cluster.workdir),
+            "partition": cluster.partition, **settings}
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +63,9 @@ def targets_file(tmp_path_factory: pytest.TempPathFactory,
 def stack(redis_server: RedisServer, targets_file: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """The bridge with its ticker practically off: tests send ticks themselves."""
-    bridge = DevStack(redis_url=redis_server.url, targets_file=str(targets_file),
-                      tick_s=3600, log_dir=tmp_path_factory.mktemp("logs"),
-                      extra_env=STACK_ENV)
-    with bridge.running():
-        yield bridge
+    with new_stack(redis_server.url, targets_file, tmp_path_factory.mktemp("logs")).running() \
+            as running:
+        yield running
 
 
 @pytest.fixture

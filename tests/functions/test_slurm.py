@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from hpcbridge.dev import DevStack
 from hpcbridge.store import Store
 from tests.adapters import until
 from tests.functions import reply, send, submitted, tick, tick_until
-from tests.functions.conftest import STACK_ENV, write_targets
+from tests.functions.conftest import new_stack, slurm_target, write_targets
 from tests.services.counting_proxy import CountingProxy
 from tests.services.redis_server import RedisServer
 from tests.services.slurm import SlurmCluster
@@ -34,27 +33,15 @@ def proxy(slurm_cluster: SlurmCluster) -> Iterator[CountingProxy]:
 def slurm_targets(slurm_cluster: SlurmCluster, proxy: CountingProxy,
                   tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("slurm-targets")
-    token = directory / "token"
-    fd = os.open(token, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(slurm_cluster.token(lifespan=4 * 3600))
-    common = {"kind": "slurm", "url": proxy.url, "user": slurm_cluster.user,
-              "token_file": str(token), "output_dir": str(slurm_cluster.workdir)}
-    return write_targets(directory / "targets.yaml", {
-        "hpc": {**common, "partition": slurm_cluster.partition},
-        "held": {**common, "partition": slurm_cluster.held_partition},
-    })
-
-
-def _stack(redis_url: str, targets: Path, logs: Path, **env: str) -> DevStack:
-    return DevStack(redis_url=redis_url, targets_file=str(targets), tick_s=3600,
-                    log_dir=logs, extra_env={**STACK_ENV, **env})
+    hpc = slurm_target(slurm_cluster, directory, proxy.url)
+    held = {**hpc, "partition": slurm_cluster.held_partition}
+    return write_targets(directory / "targets.yaml", {"hpc": hpc, "held": held})
 
 
 @pytest.fixture(scope="module")
 def hpc(redis_server: RedisServer, slurm_targets: Path,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with _stack(redis_server.url, slurm_targets, tmp_path_factory.mktemp("logs")).running() \
+    with new_stack(redis_server.url, slurm_targets, tmp_path_factory.mktemp("logs")).running() \
             as bridge:
         yield bridge
 
@@ -119,7 +106,7 @@ def test_a_crash_between_submit_and_record_is_adopted_by_tag(
         slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     data = {"target": "hpc", "command": ["true"], "job_id": f"crash-{uuid.uuid4().hex[:8]}"}
     event_id = uuid.uuid4().hex
-    crashing = _stack(redis_server.url, slurm_targets, tmp_path / "logs-1",
+    crashing = new_stack(redis_server.url, slurm_targets, tmp_path / "logs-1",
                       HPCBRIDGE_FAULT="submit.after_manager")
     with crashing.running(), pytest.raises(httpx.HTTPError):
         send(crashing.functions["submit"], events.REQUESTED, data, event_id=event_id)
@@ -128,7 +115,7 @@ def test_a_crash_between_submit_and_record_is_adopted_by_tag(
     stored = store.load(data["job_id"])
     assert stored is not None and stored.status.native_id is None
 
-    with _stack(redis_server.url, slurm_targets, tmp_path / "logs-2").running() as healthy:
+    with new_stack(redis_server.url, slurm_targets, tmp_path / "logs-2").running() as healthy:
         answer = send(healthy.functions["submit"], events.REQUESTED, data, event_id=event_id)
     assert answer.status_code == 200
     assert reply(answer).data["native_id"] == first[0], "adopted, not submitted again"

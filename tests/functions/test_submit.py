@@ -15,7 +15,7 @@ from hpcbridge.dev import DevStack
 from hpcbridge.model import job_id_for_event
 from hpcbridge.store import Store
 from tests.functions import SOURCE, reply, send, tick_until
-from tests.functions.conftest import STACK_ENV
+from tests.functions.conftest import new_stack
 from tests.services.redis_server import RedisServer
 
 
@@ -121,16 +121,11 @@ def test_five_deliveries_at_once_make_one_job_and_five_identical_replies(
     assert runs.read_text() == "ran\n", "the job ran exactly once"
 
 
-def _stack(redis_url: str, targets_file: Path, logs: Path, **env: str) -> DevStack:
-    return DevStack(redis_url=redis_url, targets_file=str(targets_file), tick_s=3600,
-                    log_dir=logs, extra_env={**STACK_ENV, **env})
-
-
 def test_redis_down_answers_503_and_writes_nothing(
         targets_file: Path, local_targets: dict, tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()
     try:
-        with _stack(server.url, targets_file, tmp_path / "logs").running() as bridge:
+        with new_stack(server.url, targets_file, tmp_path / "logs").running() as bridge:
             server.stop()
             data = {"target": "local", "command": ["true"], "job_id": "while-redis-down"}
             event_id = uuid.uuid4().hex
@@ -153,7 +148,7 @@ def test_a_crash_between_the_managers_answer_and_the_record_is_recovered(
         tmp_path: Path) -> None:
     data = {"target": "local", "command": ["true"], "job_id": "crash-after-submit"}
     event_id = uuid.uuid4().hex
-    crashing = _stack(redis_server.url, targets_file, tmp_path / "logs-1",
+    crashing = new_stack(redis_server.url, targets_file, tmp_path / "logs-1",
                       HPCBRIDGE_FAULT="submit.after_manager")
     with crashing.running():
         with pytest.raises(httpx.HTTPError):
@@ -164,7 +159,7 @@ def test_a_crash_between_the_managers_answer_and_the_record_is_recovered(
     stored = store.load("crash-after-submit")
     assert stored is not None and stored.status.native_id is None, "but Redis did not"
 
-    with _stack(redis_server.url, targets_file, tmp_path / "logs-2").running() as healthy:
+    with new_stack(redis_server.url, targets_file, tmp_path / "logs-2").running() as healthy:
         answer = send(submit_url(healthy), events.REQUESTED, data, event_id=event_id)
     assert answer.status_code == 200
     assert reply(answer).data["native_id"] == "crash-after-submit"

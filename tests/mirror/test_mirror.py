@@ -4,7 +4,6 @@ emulator in place of a cluster, and the real Slurm cluster behind them."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from hpcbridge.store import Store
 from tests.adapters import until
 from tests.emulators.kube_apiserver import KubeApiEmulator
 from tests.functions import reply, send, submitted, tick, tick_until
-from tests.functions.conftest import STACK_ENV, write_targets
+from tests.functions.conftest import new_stack, slurm_target, write_targets
 from tests.services.redis_server import RedisServer
 from tests.services.slurm import SlurmCluster
 
@@ -43,20 +42,10 @@ def core(kube: KubeApiEmulator) -> client.CoreV1Api:
 def mirrored(redis_server: RedisServer, slurm_cluster: SlurmCluster, kube: KubeApiEmulator,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     base = tmp_path_factory.mktemp("mirror")
-    token = base / "token"
-    fd = os.open(token, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(slurm_cluster.token(lifespan=4 * 3600))
-    targets = write_targets(base / "targets.yaml", {"hpc": {
-        "kind": "slurm", "url": slurm_cluster.url, "user": slurm_cluster.user,
-        "token_file": str(token), "output_dir": str(slurm_cluster.workdir),
-        "partition": slurm_cluster.partition}})
+    targets = write_targets(base / "targets.yaml", {"hpc": slurm_target(slurm_cluster, base)})
     kubeconfig = kube.write_kubeconfig(base / "kubeconfig", NAMESPACE)
-    stack = DevStack(redis_url=redis_server.url, targets_file=str(targets), tick_s=3600,
-                     log_dir=base / "logs",
-                     extra_env={**STACK_ENV, "KUBECONFIG": str(kubeconfig),
-                                "HPCBRIDGE_NAMESPACE": NAMESPACE})
-    with stack.running():
+    with new_stack(redis_server.url, targets, base / "logs", KUBECONFIG=str(kubeconfig),
+                   HPCBRIDGE_NAMESPACE=NAMESPACE).running() as stack:
         yield stack
 
 

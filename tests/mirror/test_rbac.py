@@ -8,7 +8,6 @@ account: a missing rule would be a 403 in a cluster, an extra one a needless pri
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from hpcbridge.store import Store
 from tests.deploy.rbac import rules_for, scoped_rules_for
 from tests.emulators.kube_apiserver import KubeApiEmulator
 from tests.functions import send, submitted, tick, tick_until
-from tests.functions.conftest import STACK_ENV, write_targets
+from tests.functions.conftest import new_stack, slurm_target, write_targets
 from tests.services.redis_server import RedisServer
 from tests.services.slurm import SlurmCluster
 
@@ -42,18 +41,10 @@ def kube() -> Iterator[KubeApiEmulator]:
 def stack(redis_server: RedisServer, slurm_cluster: SlurmCluster, kube: KubeApiEmulator,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     base = tmp_path_factory.mktemp("rbac")
-    token = base / "token"
-    fd = os.open(token, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(slurm_cluster.token(lifespan=3600))
-    targets = write_targets(base / "targets.yaml", {"hpc": {
-        "kind": "slurm", "url": slurm_cluster.url, "user": slurm_cluster.user,
-        "token_file": str(token), "output_dir": str(slurm_cluster.workdir)}})
-    with DevStack(redis_url=redis_server.url, targets_file=str(targets), tick_s=3600,
-                  log_dir=base / "logs",
-                  extra_env={**STACK_ENV, "HPCBRIDGE_NAMESPACE": NAMESPACE,
-                             "KUBECONFIG": str(kube.write_kubeconfig(base / "kubeconfig"))}
-                  ).running() as bridge:
+    targets = write_targets(base / "targets.yaml", {"hpc": slurm_target(slurm_cluster, base)})
+    kubeconfig = kube.write_kubeconfig(base / "kubeconfig")
+    with new_stack(redis_server.url, targets, base / "logs", KUBECONFIG=str(kubeconfig),
+                   HPCBRIDGE_NAMESPACE=NAMESPACE).running() as bridge:
         yield bridge
 
 
