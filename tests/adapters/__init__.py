@@ -12,12 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import pytest
 
 from adapters.base import Adapter, Observation
 from hpcbridge.model import JobRequest
 
-__all__ = ["Harness", "finished", "new_job_id", "observe_until", "until", "wait_for"]
+__all__ = ["CountingTransport", "Harness", "RemoteHarness", "VanishingHarness", "finished",
+           "new_job_id", "observe_until", "until", "wait_for"]
 
 _POLL_S = 0.05
 
@@ -52,6 +54,38 @@ class Harness(Protocol):
 
     def close(self) -> None:
         """Stop every job this harness or its tests started and free what it used."""
+
+
+class RemoteHarness(Harness, Protocol):
+    """A harness of a manager reached over the network, with credentials."""
+
+    def calls(self) -> int:
+        """Requests (or remote commands) the adapter has made to the manager so far."""
+
+    def unreachable(self) -> Adapter:
+        """An adapter like :attr:`adapter` whose manager does not answer at all."""
+
+    def with_bad_credentials(self) -> tuple[Adapter, str]:
+        """An adapter whose credential the manager refuses, and that credential."""
+
+
+class VanishingHarness(Harness, Protocol):
+    """A harness that can make the manager forget a finished job (purge, restart)."""
+
+    def vanish(self, native_id: str) -> None:
+        """Make the manager forget ``native_id`` as a purge or a restart would."""
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """An httpx transport that counts the requests it sends to the manager."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.count += 1
+        return super().handle_request(request)
 
 
 def new_job_id(prefix: str = "t") -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.adapters import Harness
+from tests.adapters import Harness, RemoteHarness, VanishingHarness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +21,16 @@ class _Kind:
     harness: str  # "module:Class" in tests.adapters
     fixtures: tuple[str, ...]  # the fixtures whose values the harness is built from
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    remote: bool = True  # a RemoteHarness: a manager over the network, with credentials
+    vanish: bool = False  # a VanishingHarness: the test can make the manager forget a job
 
 
-# Adding a kind is one line here, for instance:
-#     "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,)),
+# Adding a kind is one line here: its harness, the fixtures it is built from, its marks,
+# and whether it is remote (test_conformance_remote) and can make a job vanish.
 HARNESSES: dict[str, _Kind] = {
-    "local": _Kind("local_harness:LocalHarness", ("tmp_path",)),
+    "local": _Kind("local_harness:LocalHarness", ("tmp_path",), remote=False, vanish=True),
+    # Slurm without accounting forgets a job MinJobAge (300 s) after it ends, and nothing
+    # purges one sooner: a vanished Slurm job is an unknown id (test_unknown_native_id...).
     "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,)),
 }
 
@@ -35,9 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "time_limit: waits for a job's time limit (harness.min_time_limit_s)")
 
 
-@pytest.fixture(params=[pytest.param(name, marks=kind.marks, id=name)
-                        for name, kind in HARNESSES.items()])
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+def _params(**wanted: bool) -> list[Any]:
+    return [pytest.param(name, marks=kind.marks, id=name) for name, kind in HARNESSES.items()
+            if all(getattr(kind, feature) == value for feature, value in wanted.items())]
+
+
+def _build(request: pytest.FixtureRequest) -> Iterator[Harness]:
     kind = HARNESSES[request.param]
     module, _, cls = kind.harness.partition(":")
     factory = getattr(importlib.import_module(f"tests.adapters.{module}"), cls)
@@ -46,3 +54,18 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield built
     finally:
         built.close()
+
+
+@pytest.fixture(params=_params())
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    yield from _build(request)
+
+
+@pytest.fixture(params=_params(remote=True))
+def remote_harness(request: pytest.FixtureRequest) -> Iterator[RemoteHarness]:
+    yield from _build(request)  # type: ignore[misc]
+
+
+@pytest.fixture(params=_params(vanish=True))
+def vanishing_harness(request: pytest.FixtureRequest) -> Iterator[VanishingHarness]:
+    yield from _build(request)  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,10 @@ class LocalHarness:
         if self._blocker is not None:
             self.adapter.cancel(self._blocker)
             self._blocker = None
+
+    def vanish(self, native_id: str) -> None:
+        """Remove the job's directory, as a wiped state directory would."""
+        shutil.rmtree(self._workdir / JOBS / native_id)
 
     def close(self) -> None:
         stop_jobs(self.adapter, self._workdir, self.wait_s)

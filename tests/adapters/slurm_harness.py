@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 
 from adapters.slurm import SlurmRestAdapter
+from hpcbridge.dev import free_port
 from hpcbridge.model import JobRequest, Resources
-from tests.adapters import until
-from tests.services.slurm import SlurmCluster
+from tests.adapters import CountingTransport, until
+from tests.services.slurm import SlurmCluster, hs256_token
 
 __all__ = ["SlurmHarness"]
 
@@ -39,11 +40,11 @@ class SlurmHarness:
     def __init__(self, cluster: SlurmCluster, directory: Path | None = None, *,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.cluster = cluster
-        token_dir = directory or Path(tempfile.mkdtemp(prefix="harness-", dir=cluster.root))
-        self.token_file = token_dir / f"slurm-token-{uuid.uuid4().hex[:8]}"
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(cluster.token(lifespan=4 * 3600))
+        self._token_dir = directory or Path(tempfile.mkdtemp(prefix="harness-",
+                                                             dir=cluster.root))
+        self.token_file = self._token_file(cluster.token(lifespan=4 * 3600))
+        self._counter = CountingTransport()
+        transport = transport or self._counter
         self.shared_dir = cluster.workdir / f"shared-{uuid.uuid4().hex[:8]}"
         self.shared_dir.mkdir()
         owner = cluster.workdir.stat()
@@ -59,6 +60,26 @@ class SlurmHarness:
         self.adapter = SlurmRestAdapter(_TARGET, self.settings, transport=transport)
         self._known = {job.job_id for job in cluster.jobs()}
         self._held: list[str] = []
+
+    def _token_file(self, token: str) -> Path:
+        path = self._token_dir / f"slurm-token-{uuid.uuid4().hex[:8]}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token)
+        return path
+
+    def calls(self) -> int:
+        return self._counter.count
+
+    def unreachable(self) -> SlurmRestAdapter:
+        return SlurmRestAdapter(_TARGET, {**self.settings,
+                                          "url": f"http://127.0.0.1:{free_port()}"})
+
+    def with_bad_credentials(self) -> tuple[SlurmRestAdapter, str]:
+        """A token for the right user, signed with a key slurmctld does not have."""
+        token = hs256_token(b"not the cluster's key" * 2, self.cluster.user, 3600)
+        settings = {**self.settings, "token_file": str(self._token_file(token))}
+        return SlurmRestAdapter(_TARGET, settings), token
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: ``true`` as a command, unless a script is given."""
