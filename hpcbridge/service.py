@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import (
     Adapter,
+    AdapterError,
     AuthenticationFailed,
     ConfigError,
     ManagerRejected,
@@ -225,7 +226,14 @@ class Bridge:
             names = _target_names(data["targets"], self.targets)
         report = TickReport()
         for name in names:
-            self._poll_target(name, report)
+            try:
+                self._poll_target(name, report)
+            except (AdapterError, CredentialError) as exc:
+                # One target's trouble (expired token, bad settings) must not stop the
+                # others; Redis trouble does stop the tick (503, redelivered).
+                report.unreachable.append(name)
+                log.warning("target %s not polled: %s", name, redact(str(exc)),
+                            extra={"target": name})
         if self.mirror is not None:
             self._tend_mirror(names, report)
         self.emitter.emit(report.events)
@@ -250,12 +258,9 @@ class Bridge:
             if watched:
                 try:
                     seen = adapter.status_many(list(watched))
-                except ManagerUnavailable as exc:
-                    report.unreachable.append(name)
-                    log.warning("target %s unreachable: %s", name, redact(str(exc)),
-                                extra={"target": name})
+                except (AdapterError, CredentialError):
                     self._show_reachability(name, adapter, reachable=False)
-                    return
+                    raise
                 self._show_reachability(name, adapter, reachable=True)
                 for native_id, job in watched.items():
                     new = advance(job.status, seen.get(native_id), now,

@@ -6,10 +6,13 @@ import shutil
 from pathlib import Path
 
 from hpcbridge import events
-from hpcbridge.dev import DevStack
+from hpcbridge.dev import DevStack, free_port
+from hpcbridge.model import JobStatus, State
 from hpcbridge.store import Store
 from tests.adapters import until
 from tests.functions import emitted, send, submitted, tick, tick_until
+from tests.functions.conftest import new_stack, write_targets
+from tests.services.redis_server import RedisServer
 
 
 def test_a_job_is_followed_to_success_with_one_event_per_transition(
@@ -80,3 +83,25 @@ def test_a_tick_may_name_its_targets_and_refuses_unknown_ones(bridge: DevStack) 
 def test_a_pingsource_tick_is_accepted(bridge: DevStack) -> None:
     answer = send(bridge.functions["poll"], events.PING, "tick")
     assert answer.status_code == 200
+
+
+def test_a_target_that_does_not_answer_does_not_stop_the_others(
+        redis_server: RedisServer, store: Store, local_targets: dict, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("not used: nothing answers")
+    targets = write_targets(tmp_path / "targets.yaml", {
+        "local": local_targets["local"],
+        "away": {"kind": "slurm", "url": f"http://127.0.0.1:{free_port()}", "user": "nobody",
+                 "token_file": str(token), "output_dir": str(tmp_path)}})
+    # A job the away target took earlier, while it still answered.
+    earlier = JobStatus(job_id="on-away", target="away", state=State.ACCEPTED,
+                        submitted_at=1.0, updated_at=1.0)
+    assert store.claim(earlier, {"target": "away", "command": ["true"]}, "t", 2.0)
+    assert store.record_native("on-away", "t", "42")
+    with new_stack(redis_server.url, targets, tmp_path / "logs").running() as stack:
+        job_id = submitted(stack, {"target": "local", "command": ["true"]})
+        status = tick_until(stack, store, job_id, "SUCCEEDED")
+        assert "unreachable=away" in tick(stack).headers["Hpcbridge-Outcome"]
+    assert status.exit_code == 0
+    away = store.load("on-away")
+    assert away is not None and str(away.status.state) == "ACCEPTED", "nothing guessed"
