@@ -7,6 +7,7 @@ and an id derived from the job and the transition, so a consumer can drop duplic
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "parse",
     "rejected_event",
     "status_event",
+    "trace_context",
     "type_for_state",
 ]
 
@@ -43,6 +45,8 @@ APISERVER_UPDATE = "dev.knative.apiserver.resource.update"
 APISERVER_DELETE = "dev.knative.apiserver.resource.delete"
 SUBMITTED = "hpcbridge.job.submitted"
 REJECTED = "hpcbridge.job.rejected"
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def type_for_state(state: State) -> str:
@@ -79,8 +83,27 @@ def _timestamp(epoch: float | None) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def status_event(source: str, status: JobStatus, event_type: str | None = None) -> CloudEvent:
-    """The event announcing ``status`` (by default, its state's transition event)."""
+def trace_context(event: CloudEvent) -> dict[str, str]:
+    """The event's W3C trace context (the CloudEvents distributed tracing extension).
+
+    A malformed ``traceparent`` is dropped, not refused: tracing is best effort.
+    """
+    parent = event.get("traceparent")
+    if not isinstance(parent, str) or not _TRACEPARENT.match(parent):
+        return {}
+    context = {"traceparent": parent}
+    state = event.get("tracestate")
+    if isinstance(state, str) and state and len(state) <= 512:
+        context["tracestate"] = state
+    return context
+
+
+def status_event(source: str, status: JobStatus, event_type: str | None = None,
+                 trace: Mapping[str, str] | None = None) -> CloudEvent:
+    """The event announcing ``status`` (by default, its state's transition event).
+
+    ``trace`` (the request's trace context) is carried on every event about the job.
+    """
     event_type = event_type or type_for_state(status.state)
     stamp = int((status.updated_at or 0) * 1000)
     return CloudEvent(
@@ -91,6 +114,7 @@ def status_event(source: str, status: JobStatus, event_type: str | None = None) 
             "id": f"{status.job_id}.{event_type.rsplit('.', 1)[-1]}.{stamp}",
             "time": _timestamp(status.updated_at),
             "datacontenttype": "application/json",
+            **(trace or {}),
         },
         status.to_dict(),
     )

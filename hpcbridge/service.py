@@ -138,7 +138,8 @@ class Bridge:
         token = uuid.uuid4().hex
         status = JobStatus(job_id=job_id, target=request.target, state=State.ACCEPTED,
                            submitted_at=now, updated_at=now)
-        if self.store.claim(status, stored_request, token, now + self.settings.submit_claim_s):
+        if self.store.claim(status, stored_request, token, now + self.settings.submit_claim_s,
+                            events.trace_context(event)):
             return self._submit_owned(job_id, request, adapter, token, adopt=False)
         return self._await_submission(job_id, request, adapter)
 
@@ -205,9 +206,10 @@ class Bridge:
     def _submit_reply(self, job: StoredJob) -> Reply:
         status = job.status
         if status.state.terminal and status.native_id is None:
-            return Reply(events.status_event(self.settings.source, status), "not-submitted")
-        return Reply(events.status_event(self.settings.source, status, events.SUBMITTED),
-                     "submitted")
+            return Reply(events.status_event(self.settings.source, status, trace=job.trace),
+                         "not-submitted")
+        return Reply(events.status_event(self.settings.source, status, events.SUBMITTED,
+                                         job.trace), "submitted")
 
     def _load(self, job_id: str) -> StoredJob:
         job = self.store.load(job_id)
@@ -278,8 +280,8 @@ class Bridge:
                 moved = change.status.state is not change.job.status.state
                 if moved:
                     report.transitions += 1
-                    report.events.append(events.status_event(self.settings.source,
-                                                             change.status))
+                    report.events.append(events.status_event(
+                        self.settings.source, change.status, trace=change.job.trace))
                 tail = self._log_tail(adapter, change.status) if moved else None
                 self._show(change.job, change.status, change.job.version + 1,
                            transition=moved, log_tail=tail)
@@ -355,7 +357,8 @@ class Bridge:
             if self.store.apply([Change(job, cancelled)]):
                 log.info("cancelled %s", job_id, extra={"job_id": job_id})
                 self._show(job, cancelled, job.version + 1, transition=True)
-                return Reply(events.status_event(self.settings.source, cancelled), "cancelled")
+                return Reply(events.status_event(self.settings.source, cancelled,
+                                                 trace=job.trace), "cancelled")
         raise Busy(f"job {job_id} kept changing while being cancelled")
 
     # -- mirror -------------------------------------------------------------------------

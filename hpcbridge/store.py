@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,7 @@ from hpcbridge.model import JobStatus, Reason, State
 __all__ = ["Change", "Store", "StoreUnavailable", "StoredJob"]
 
 _FLOATS = ("submitted_at", "started_at", "finished_at", "updated_at")
+_TRACE = ("traceparent", "tracestate")
 _STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(JobStatus))
 
 
@@ -46,6 +47,8 @@ class StoredJob:
     version: int
     claim: str | None
     claim_until: float | None
+    #: the W3C trace context of the request (CloudEvents distributed tracing extension)
+    trace: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -206,11 +209,12 @@ class Store:
     # -- submission ---------------------------------------------------------------------
 
     def claim(self, status: JobStatus, request: dict[str, Any], token: str,
-              claim_until: float) -> bool:
+              claim_until: float, trace: Mapping[str, str] | None = None) -> bool:
         """Create the job record owned by ``token``; False if the id is already taken."""
         fields = _status_fields(status)
         fields.update(request=json.dumps(request, sort_keys=True), version="1",
                       claim=token, claim_until=repr(claim_until))
+        fields.update({name: trace[name] for name in _TRACE if trace and trace.get(name)})
         pairs = [item for pair in fields.items() for item in pair]
         keys = [self._key("job", status.job_id), self._key("active", status.target),
                 self._key("jobs"), self._key("history", status.job_id),
@@ -261,6 +265,7 @@ class Store:
                     version=int(raw["version"]),
                     claim=raw.get("claim") or None,
                     claim_until=float(raw["claim_until"]) if raw.get("claim_until") else None,
+                    trace={name: raw[name] for name in _TRACE if raw.get(name)},
                 )
         return jobs
 

@@ -18,10 +18,11 @@ SOURCE = "/tests/pipeline"
 
 
 def send(url: str, event_type: str, data: Any, *, mode: str = "binary",
-         event_id: str | None = None, source: str = SOURCE) -> httpx.Response:
+         event_id: str | None = None, source: str = SOURCE,
+         extensions: dict[str, str] | None = None) -> httpx.Response:
     """POST one CloudEvent to ``url`` in binary or structured mode."""
     attributes = {"type": event_type, "source": source, "id": event_id or uuid.uuid4().hex,
-                  "specversion": "1.0"}
+                  "specversion": "1.0", **(extensions or {})}
     if mode == "structured":
         body = json.dumps({**attributes, "datacontenttype": "application/json", "data": data})
         headers = {"content-type": "application/cloudevents+json"}

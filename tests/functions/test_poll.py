@@ -10,7 +10,7 @@ from hpcbridge.dev import DevStack, free_port
 from hpcbridge.model import JobStatus, State
 from hpcbridge.store import Store
 from tests.adapters import until
-from tests.functions import emitted, send, submitted, tick, tick_until
+from tests.functions import emitted, reply, send, submitted, tick, tick_until
 from tests.functions.conftest import new_stack, write_targets
 from tests.services.redis_server import RedisServer
 
@@ -105,3 +105,26 @@ def test_a_target_that_does_not_answer_does_not_stop_the_others(
     assert status.exit_code == 0
     away = store.load("on-away")
     assert away is not None and str(away.status.state) == "ACCEPTED", "nothing guessed"
+
+
+def test_the_requests_trace_context_is_on_every_event_about_the_job(
+        bridge: DevStack, store: Store) -> None:
+    trace = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+             "tracestate": "vendor=opaque"}
+    answer = send(bridge.functions["submit"], events.REQUESTED,
+                  {"target": "local", "command": ["true"]}, extensions=trace)
+    submitted_event = reply(answer)
+    job_id = submitted_event["subject"]
+    assert {k: submitted_event.get(k) for k in trace} == trace
+    tick_until(bridge, store, job_id, "SUCCEEDED")
+    until(lambda: any(e["type"] == "hpcbridge.job.succeeded" for e in emitted(bridge, job_id)),
+          10, lambda: f"events: {emitted(bridge, job_id)}")
+    assert all({k: e.get(k) for k in trace} == trace for e in emitted(bridge, job_id))
+
+
+def test_a_malformed_traceparent_is_dropped_not_refused(bridge: DevStack) -> None:
+    answer = send(bridge.functions["submit"], events.REQUESTED,
+                  {"target": "local", "command": ["true"]},
+                  extensions={"traceparent": "not-a-trace"})
+    assert answer.status_code == 200
+    assert reply(answer).get("traceparent") is None
