@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import flask
 
-from hpcbridge import events
+from hpcbridge import events, metrics
 from hpcbridge.credentials import redact
 from hpcbridge.logs import configure
 from hpcbridge.model import RequestError
@@ -31,6 +31,9 @@ Handler = Callable[[Bridge, events.CloudEvent], Reply]
 def respond(request: flask.Request, handler: Handler) -> flask.Response:
     """Decode ``request`` as a CloudEvent, run ``handler`` on the shared bridge, answer."""
     if request.method in ("GET", "HEAD"):
+        if request.path == "/metrics":
+            return flask.Response(metrics.render(), 200,
+                                  content_type="text/plain; version=0.0.4; charset=utf-8")
         return flask.Response("ok\n", 200, mimetype="text/plain")
     settings = Settings.from_env()
     if (request.content_length or 0) > settings.max_event_bytes:
@@ -43,19 +46,26 @@ def respond(request: flask.Request, handler: Handler) -> flask.Response:
         reply = handler(Bridge.shared(), event)
     except RequestError as error:
         log.info("rejected: %s", error, extra=_context(event, "rejected"))
+        metrics.EVENTS.inc(event["type"] if event is not None else "-", "rejected")
         return _rejected(settings, error, event, 400)
     except TRANSIENT as exc:
         message = redact(str(exc))
         log.warning("unavailable: %s", message, extra=_context(event, "unavailable"))
+        metrics.EVENTS.inc(event["type"] if event is not None else "-", "unavailable")
         return flask.Response(f"unavailable, retry later: {message}\n", 503,
                               mimetype="text/plain")
     except Exception:
         incident = uuid.uuid4().hex[:12]
         log.exception("internal error %s", incident, extra=_context(event, "error"))
+        metrics.EVENTS.inc(event["type"] if event is not None else "-", "error")
         return flask.Response(f"internal error {incident}; see the bridge's logs\n", 500,
                               mimetype="text/plain")
-    log.info("handled: %s", reply.outcome, extra=_context(event, reply.outcome))
+    log.info("handled: %s", reply.detail or reply.outcome,
+             extra=_context(event, reply.outcome))
+    metrics.EVENTS.inc(event["type"], reply.outcome)
     headers = {"Hpcbridge-Outcome": reply.outcome}
+    if reply.detail:
+        headers["Hpcbridge-Detail"] = reply.detail
     if reply.event is None:
         return flask.Response(b"", reply.status, headers=headers)
     event_headers, body = events.encode(reply.event)

@@ -23,7 +23,7 @@ from adapters.base import (
     ManagerRejected,
     ManagerUnavailable,
 )
-from hpcbridge import events
+from hpcbridge import events, metrics
 from hpcbridge.credentials import CredentialError, redact
 from hpcbridge.emitter import Emitter
 from hpcbridge.events import CloudEvent
@@ -67,6 +67,8 @@ class Reply:
     event: CloudEvent | None = None
     outcome: str = "ok"
     status: int = 200
+    #: more than the outcome word, for people (a header and the log line)
+    detail: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -226,6 +228,7 @@ class Bridge:
         data = events.event_data(event, required=False) if event["type"] == events.TICK else None
         if isinstance(data, Mapping) and data.get("targets") is not None:
             names = _target_names(data["targets"], self.targets)
+        started = time.perf_counter()
         report = TickReport()
         for name in names:
             try:
@@ -239,8 +242,8 @@ class Bridge:
         if self.mirror is not None:
             self._tend_mirror(names, report)
         self.emitter.emit(report.events)
-        log.info("tick %s", report.summary(), extra={"event_id": event["id"]})
-        return Reply(None, report.summary())
+        metrics.TICK_SECONDS.observe(time.perf_counter() - started)
+        return Reply(None, "ticked", detail=report.summary())
 
     def _poll_target(self, name: str, report: TickReport) -> None:
         ids = self.store.active(name)
@@ -280,12 +283,14 @@ class Bridge:
                 moved = change.status.state is not change.job.status.state
                 if moved:
                     report.transitions += 1
+                    metrics.TRANSITIONS.inc(name, str(change.status.state))
                     report.events.append(events.status_event(
                         self.settings.source, change.status, trace=change.job.trace))
                 tail = self._log_tail(adapter, change.status) if moved else None
                 self._show(change.job, change.status, change.job.version + 1,
                            transition=moved, log_tail=tail)
             report.shown.update(applied)
+            _count_active(name, jobs, changes, applied)
         finally:
             self.store.release_lease(name, lease)
 
@@ -436,6 +441,20 @@ class Bridge:
         repair = (set(self.store.unmirrored()) | (report.active - with_pods)) - report.shown
         for job in self.store.load_many(repair).values():
             self._show(job, job.status, job.version, transition=False)
+
+
+def _count_active(target: str, jobs: Mapping[str, StoredJob], changes: list[Change],
+                  applied: set[str]) -> None:
+    """Set the active-jobs gauge of ``target`` from what this tick saw and recorded."""
+    states = {job_id: job.status.state for job_id, job in jobs.items()}
+    states.update({c.job.job_id: c.status.state for c in changes if c.job.job_id in applied})
+    counts: dict[str, int] = {}
+    for state in states.values():
+        if not state.terminal:
+            counts[str(state)] = counts.get(str(state), 0) + 1
+    metrics.ACTIVE_JOBS.clear(target)
+    for state, count in counts.items():
+        metrics.ACTIVE_JOBS.set(target, state, value=count)
 
 
 def _expect_type(event: CloudEvent, *types: str) -> None:

@@ -16,19 +16,67 @@ Adapters are built on first use and kept for the life of the process.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 import adapters
-from adapters.base import Adapter, ConfigError
-from hpcbridge.model import RequestError
+from adapters.base import Adapter, ConfigError, Observation
+from hpcbridge import metrics
+from hpcbridge.model import JobRequest, RequestError
+
+T = TypeVar("T")
 
 __all__ = ["Targets"]
 
 _DEFAULT: dict[str, dict[str, Any]] = {"local": {"kind": "local"}}
+
+
+class _Measured:
+    """An adapter whose protocol calls are timed and their failures counted, per target.
+
+    Wrapping here, where adapters are made, measures every manager call in one place
+    instead of at each call site.
+    """
+
+    def __init__(self, adapter: Adapter, target: str) -> None:
+        self._adapter = adapter
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+    def _timed(self, operation: str, call: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        except Exception as exc:
+            metrics.MANAGER_ERRORS.inc(self._target, operation, type(exc).__name__)
+            raise
+        finally:
+            metrics.MANAGER_SECONDS.observe(time.perf_counter() - started, self._target,
+                                            operation)
+
+    def submit(self, request: JobRequest, job_id: str) -> str:
+        return self._timed("submit", self._adapter.submit, request, job_id)
+
+    def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
+        return self._timed("status", self._adapter.status_many, native_ids)
+
+    def cancel(self, native_id: str) -> None:
+        self._timed("cancel", self._adapter.cancel, native_id)
+
+    def logs(self, native_id: str, tail: int | None = None) -> str:
+        return self._timed("logs", self._adapter.logs, native_id, tail)
+
+    def find_by_tag(self, job_id: str) -> str | None:
+        return self._timed("find_by_tag", self._adapter.find_by_tag, job_id)
+
+    def capacity(self) -> Mapping[str, Any]:
+        return self._timed("capacity", self._adapter.capacity)
 
 
 class Targets(Mapping[str, Mapping[str, Any]]):
@@ -75,7 +123,8 @@ class Targets(Mapping[str, Mapping[str, Any]]):
         with self._lock:
             if name not in self._adapters:
                 entry = self._settings[name]
-                self._adapters[name] = adapters.create(entry["kind"], name, entry)
+                adapter = adapters.create(entry["kind"], name, entry)
+                self._adapters[name] = _Measured(adapter, name)  # type: ignore[assignment]
             return self._adapters[name]
 
     def close(self) -> None:

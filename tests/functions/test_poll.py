@@ -52,7 +52,7 @@ def test_a_tick_skips_a_target_another_tick_holds(bridge: DevStack, store: Store
     lease = store.acquire_lease("local", 30)
     assert lease is not None
     answer = tick(bridge)
-    assert "skipped=local" in answer.headers["Hpcbridge-Outcome"]
+    assert "skipped=local" in answer.headers["Hpcbridge-Detail"]
     job = store.load(job_id)
     assert job is not None and str(job.status.state) == "ACCEPTED"
     store.release_lease("local", lease)
@@ -101,7 +101,7 @@ def test_a_target_that_does_not_answer_does_not_stop_the_others(
     with new_stack(redis_server.url, targets, tmp_path / "logs").running() as stack:
         job_id = submitted(stack, {"target": "local", "command": ["true"]})
         status = tick_until(stack, store, job_id, "SUCCEEDED")
-        assert "unreachable=away" in tick(stack).headers["Hpcbridge-Outcome"]
+        assert "unreachable=away" in tick(stack).headers["Hpcbridge-Detail"]
     assert status.exit_code == 0
     away = store.load("on-away")
     assert away is not None and str(away.status.state) == "ACCEPTED", "nothing guessed"
