@@ -24,6 +24,7 @@ __all__ = [
     "State",
     "job_id_for_event",
     "validate_job_id",
+    "validate_namespace",
 ]
 
 
@@ -90,6 +91,14 @@ def validate_job_id(value: Any, field: str = "job_id") -> str:
             "starting and ending with a letter or digit",
         )
     return value
+
+
+def validate_namespace(value: Any, field: str = "namespace") -> str:
+    """A Kubernetes namespace name (a DNS-1123 label)."""
+    checked = _string({field: value}, field, pattern=_NAMESPACE, limit=63)
+    if checked is None:
+        raise RequestError(field, "must be a string")
+    return checked
 
 
 def job_id_for_event(source: str, event_id: str) -> str:
@@ -233,7 +242,8 @@ class JobRequest:
             working_dir=working_dir,
             environment=_string_map(data.get("environment"), "environment", _ENV_NAME),
             labels=_string_map(data.get("labels"), "labels", _LABEL_KEY, _LABEL_VALUE),
-            namespace=_string(data, "namespace", pattern=_NAMESPACE, limit=63),
+            namespace=None if data.get("namespace") is None
+            else validate_namespace(data["namespace"]),
         )
 
     def to_dict(self) -> dict[str, Any]:

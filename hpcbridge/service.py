@@ -36,6 +36,7 @@ from hpcbridge.model import (
     State,
     job_id_for_event,
     validate_job_id,
+    validate_namespace,
 )
 from hpcbridge.naming import JOB_ID_LABEL
 from hpcbridge.settings import Settings
@@ -327,22 +328,29 @@ class Bridge:
         if event["type"] == events.CANCEL:
             if not isinstance(data, Mapping):
                 raise RequestError(None, "the event data must be an object with 'job_id'")
-            unknown = set(data) - {"job_id"}
+            unknown = set(data) - {"job_id", "namespace"}
             if unknown:
                 raise RequestError(sorted(unknown)[0], "is not a known field")
-            return self.cancel_job(validate_job_id(data.get("job_id")))
+            namespace = data.get("namespace")
+            return self.cancel_job(validate_job_id(data.get("job_id")),
+                                   None if namespace is None else validate_namespace(namespace))
         pod = _deleted_pod(data, deleted=event["type"] == events.APISERVER_DELETE)
         if pod is None:
             return Reply(None, "ignored")
-        reply = self.cancel_job(pod.job_id)
+        reply = self.cancel_job(pod.job_id, pod.namespace)
         self._finish_pod(pod.namespace, pod.name)
         return reply
 
-    def cancel_job(self, job_id: str) -> Reply:
-        """Cancel ``job_id``; a finished or unknown job is a no-op, said as such."""
+    def cancel_job(self, job_id: str, namespace: str | None = None) -> Reply:
+        """Cancel ``job_id``; a finished or unknown job is a no-op, said as such.
+
+        With namespace isolation on (the default), a job is cancelled only by a request
+        for its own namespace (the request's, else the bridge's default); to any other,
+        it does not exist.
+        """
         for _ in range(5):
             job = self.store.load(job_id)
-            if job is None:
+            if job is None or not self._same_namespace(job, namespace):
                 return Reply(None, "unknown-job")
             if job.status.state.terminal:
                 return Reply(None, "already-finished")
@@ -365,6 +373,12 @@ class Bridge:
                 return Reply(events.status_event(self.settings.source, cancelled,
                                                  trace=job.trace), "cancelled")
         raise Busy(f"job {job_id} kept changing while being cancelled")
+
+    def _same_namespace(self, job: StoredJob, namespace: str | None) -> bool:
+        if not self.settings.namespace_isolation:
+            return True
+        own = job.request.get("namespace") or self.settings.namespace
+        return own == (namespace or self.settings.namespace)
 
     # -- mirror -------------------------------------------------------------------------
     # A mirror failure is logged and never fails the call: Redis has the truth, and the
@@ -429,7 +443,7 @@ class Bridge:
             return
         for pod in self.mirror.deleted(pods):
             try:
-                self.cancel_job(pod.job_id)
+                self.cancel_job(pod.job_id, pod.namespace)
             except TRANSIENT as exc:
                 log.warning("cancel of %s for its deleted pod failed, retried next tick: %s",
                             pod.job_id, redact(str(exc)), extra={"job_id": pod.job_id})

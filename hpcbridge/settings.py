@@ -28,6 +28,15 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"{name} must be on or off, not {raw!r}")
+    return raw in ("on", "true", "1")
+
+
 def _mirror_wanted(env: Mapping[str, str]) -> bool:
     """Mirror when a cluster is there (in-cluster, else KUBECONFIG) unless turned off."""
     choice = (env.get("HPCBRIDGE_MIRROR") or "auto").lower()
@@ -56,6 +65,7 @@ class Settings:
     pod_image: str = "registry.k8s.io/pause:3.9"
     log_tail_lines: int = 20
     mirror: bool = False
+    namespace_isolation: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,5 +84,6 @@ class Settings:
             namespace=env.get("HPCBRIDGE_NAMESPACE") or cls.namespace,
             pod_image=env.get("HPCBRIDGE_POD_IMAGE") or cls.pod_image,
             mirror=_mirror_wanted(env),
+            namespace_isolation=_switch(env, "HPCBRIDGE_NAMESPACE_ISOLATION", True),
             log_tail_lines=int(_number(env, "HPCBRIDGE_LOG_TAIL_LINES", cls.log_tail_lines)),
         )

@@ -67,3 +67,23 @@ def test_a_deleted_proxy_pod_cancels_its_job(bridge: DevStack, store: Store) -> 
     pod["metadata"]["deletionTimestamp"] = "2026-11-23T10:00:00Z"
     answer = send(bridge.functions["cancel"], events.APISERVER_UPDATE, pod)
     assert reply(answer)["type"] == "hpcbridge.job.cancelled"
+
+
+def test_a_job_is_cancelled_only_from_its_own_namespace(bridge: DevStack, store: Store) -> None:
+    job_id = submitted(bridge, {"target": "local", "command": ["sleep", "300"],
+                                "namespace": "team-a"})
+    for stranger in ({"job_id": job_id}, {"job_id": job_id, "namespace": "team-b"}):
+        answer = send(bridge.functions["cancel"], events.CANCEL, stranger)
+        assert answer.headers["Hpcbridge-Outcome"] == "unknown-job", "no sign it exists"
+    job = store.load(job_id)
+    assert job is not None and not job.status.state.terminal
+    answer = send(bridge.functions["cancel"], events.CANCEL,
+                  {"job_id": job_id, "namespace": "team-a"})
+    assert reply(answer)["type"] == "hpcbridge.job.cancelled"
+
+
+def test_a_cancel_names_a_valid_namespace(bridge: DevStack) -> None:
+    answer = send(bridge.functions["cancel"], events.CANCEL,
+                  {"job_id": "x", "namespace": "Not A Namespace"})
+    assert answer.status_code == 400
+    assert reply(answer).data["field"] == "namespace"

@@ -61,7 +61,7 @@ def test_each_function_is_granted_exactly_what_it_calls(
     job = {"target": "hpc", "command": ["sleep", "300"], "namespace": NAMESPACE}
 
     def cancel(job_id: str) -> None:
-        send(stack.functions["cancel"], events.CANCEL, {"job_id": job_id})
+        send(stack.functions["cancel"], events.CANCEL, {"job_id": job_id, "namespace": NAMESPACE})
 
     # A first submit: the node, the ConfigMap and the pod are all new.
     first = ""
