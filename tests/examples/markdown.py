@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -86,7 +87,12 @@ def source_text() -> str:
 def message_fragments(message: str) -> list[str]:
     """The literal parts of a quoted message: what is left around its ``<placeholders>``
     (a placeholder that the code formats with ``!r`` may stand in quotes)."""
-    return [part.strip() for part in _PLACEHOLDER.split(message) if part.strip()]
+    parts = []
+    for part in _PLACEHOLDER.split(message):
+        # A message may wrap another ("unavailable, retry later: <the adapter's>"): its
+        # pieces between ": " come from different places in the code.
+        parts += [piece.strip() for piece in part.split(": ") if piece.strip()]
+    return parts
 
 
 def missing_from_source(message: str) -> list[str]:
@@ -97,3 +103,25 @@ def missing_from_source(message: str) -> list[str]:
 
 def read(path: Path) -> str:
     return path.read_text()
+
+
+def template(message: str) -> re.Pattern[str]:
+    """A quoted message as a pattern: each ``<placeholder>`` stands for some text."""
+    parts = re.split(r"<[^<>\n]+>", message)
+    return re.compile(".+?".join(re.escape(part) for part in parts), re.DOTALL)
+
+
+def quoted_messages(text: str) -> list[str]:
+    """The messages of a doc's ``text`` blocks: each line, or the ``message`` (or
+    ``error``) of a line that is a JSON object."""
+    found = []
+    for block in blocks(text):
+        if block.info != "text":
+            continue
+        for line in block.text.splitlines():
+            if line.startswith("{"):
+                document = json.loads(line)
+                found.append(document.get("message") or document["error"])
+            elif line.strip():
+                found.append(line.strip())
+    return found
