@@ -55,7 +55,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import paramiko
 
@@ -115,7 +115,7 @@ class SshConnection:
         self._sftp: paramiko.SFTPClient | None = None
 
     @classmethod
-    def from_settings(cls, target: str, settings: Mapping[str, Any]) -> SshConnection:
+    def from_settings(cls, target: str, settings: Mapping[str, Any]) -> Self:
         """The connection a target's settings describe; keys outside SSH_SETTINGS are
         left to the caller."""
         try:
