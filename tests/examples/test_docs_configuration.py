@@ -76,10 +76,13 @@ def test_the_quoted_messages_are_the_codes() -> None:
 
 
 def kind_settings(kind: str) -> set[str]:
+    """The settings an adapter accepts: its module's ``_SETTINGS``, or, for an adapter with
+    more than one transport, its ``_COMMON`` settings and those of each transport."""
     module = importlib.import_module(adapters.KINDS[kind].split(":")[0])
-    settings = getattr(module, "_SETTINGS", None)
-    assert settings is not None, f"adapter module of {kind!r} has no _SETTINGS to compare"
-    return set(settings) - {"kind"}
+    parts = [getattr(module, name) for name in ("_SETTINGS", "_COMMON", "_WEB", "_SSH")
+             if hasattr(module, name)]
+    assert parts, f"the adapter module of {kind!r} does not say which settings it takes"
+    return set().union(*parts) - {"kind"}
 
 
 @pytest.mark.parametrize("kind", sorted(adapters.KINDS))
