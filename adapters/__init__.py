@@ -34,6 +34,10 @@ __all__ = [
 KINDS: dict[str, str] = {
     "local": "adapters.local:LocalAdapter",
     "slurm": "adapters.slurm:SlurmRestAdapter",
+    "lsf": "adapters.lsf:LsfAdapter",
+    "slurm-ssh": "adapters.slurm_ssh:SlurmSshAdapter",
+    "flux": "adapters.flux:FluxRestfulAdapter",
+    "quantum": "adapters.quantum:IbmQuantumAdapter",
 }
 
 

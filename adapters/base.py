@@ -70,6 +70,8 @@ class Capabilities:
     logs: bool = True
     find_by_tag: bool = True
     report_capacity: bool = False
+    #: Runs ``command`` and shell ``script`` jobs; a quantum service runs circuits instead.
+    runs_commands: bool = True
 
 
 @runtime_checkable

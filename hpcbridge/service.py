@@ -136,6 +136,9 @@ class Bridge:
         request = JobRequest.from_dict(events.event_data(event))
         job_id = request.job_id or job_id_for_event(event["source"], event["id"])
         adapter = self.targets.adapter(request.target)
+        if request.command is not None and not adapter.capabilities.runs_commands:
+            raise RequestError("command", f"target {request.target!r} runs programs given "
+                               "as 'script' (e.g. an OpenQASM circuit), not commands")
         stored_request = request.to_dict()
         now = self._clock()
         token = uuid.uuid4().hex
@@ -202,6 +205,7 @@ class Bridge:
         failed = job.status.replace(state=State.FAILED, reason=Reason.SUBMIT_ERROR,
                                     native_state="REJECTED", finished_at=now, updated_at=now)
         message = redact(str(error))
+        fault_point("submit.after_refusal")
         self.store.apply([Change(job, failed, note=message)])
         log.warning("target refused %s: %s", job_id, message, extra={"job_id": job_id})
         return self._submit_reply(self._load(job_id))
@@ -338,6 +342,7 @@ class Bridge:
         if pod is None:
             return Reply(None, "ignored")
         reply = self.cancel_job(pod.job_id, pod.namespace)
+        fault_point("cancel.before_pod_finished")
         self._finish_pod(pod.namespace, pod.name)
         return reply
 
@@ -358,16 +363,19 @@ class Bridge:
             native_id = job.status.native_id
             if native_id is None and adapter.capabilities.find_by_tag:
                 native_id = adapter.find_by_tag(job_id)  # a submission still in flight
+            fault_point("cancel.before_manager")
             if native_id is not None:
                 try:
                     adapter.cancel(native_id)
                 except ManagerRejected as exc:
                     raise ManagerUnavailable(f"target refused to cancel {job_id}: "
                                              f"{redact(str(exc))}") from None
+            fault_point("cancel.after_manager")
             now = self._clock()
             cancelled = job.status.replace(state=State.CANCELLED, reason=Reason.CANCELLED,
                                            finished_at=now, updated_at=now)
             if self.store.apply([Change(job, cancelled)]):
+                fault_point("cancel.after_record")
                 log.info("cancelled %s", job_id, extra={"job_id": job_id})
                 self._show(job, cancelled, job.version + 1, transition=True)
                 return Reply(events.status_event(self.settings.source, cancelled,

@@ -10,6 +10,7 @@ import redis
 from hpcbridge.store import Store
 from tests.services.redis_server import RedisServer
 from tests.services.slurm import SlurmCluster
+from tests.services.sshd import SshServer
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,16 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     """A real single-node Slurm cluster with slurmrestd, stopped when the session ends."""
     with SlurmCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def sshd(slurm_cluster: SlurmCluster) -> Iterator[SshServer]:
+    """A real sshd on 127.0.0.1 letting the cluster's job user in by key: a login node
+    whose sessions run Slurm's commands against ``slurm_cluster`` (SLURM_CONF is set by
+    the server, as a site would)."""
+    with SshServer(slurm_cluster.user,
+                   environment={"SLURM_CONF": str(slurm_cluster.conf_path)}) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

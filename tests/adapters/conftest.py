@@ -23,6 +23,9 @@ class _Kind:
     marks: tuple[pytest.MarkDecorator, ...] = ()
     remote: bool = True  # a RemoteHarness: a manager over the network, with credentials
     vanish: bool = False  # a VanishingHarness: the test can make the manager forget a job
+    # The manager runs commands and shell scripts (the suite's jobs are such); a quantum
+    # service runs circuits instead: its equivalents are in tests/test_quantum_adapter.py.
+    runs_commands: bool = True
 
 
 # Adding a kind is one line here: its harness, the fixtures it is built from, its marks,
@@ -32,6 +35,17 @@ HARNESSES: dict[str, _Kind] = {
     # Slurm without accounting forgets a job MinJobAge (300 s) after it ends, and nothing
     # purges one sooner: a vanished Slurm job is an unknown id (test_unknown_native_id...).
     "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,)),
+    # LSF cannot run here: both transports drive an emulator (tests/emulators/lsf.py) that
+    # forgets a finished job CLEAN_PERIOD (seconds here) after it ended. lsf-ssh logs in to
+    # the session's sshd, which comes with the Slurm cluster, hence its mark.
+    "lsf-web": _Kind("lsf_harness:LsfWebHarness", ("tmp_path",), vanish=True),
+    "lsf-ssh": _Kind("lsf_harness:LsfSshHarness", ("sshd",), (pytest.mark.slurm,),
+                     vanish=True),
+    "slurm-ssh": _Kind("slurm_ssh_harness:SlurmSshHarness", ("slurm_cluster", "sshd"),
+                       (pytest.mark.slurm,)),
+    "flux": _Kind("flux_harness:FluxHarness", ("tmp_path",), vanish=True),
+    "quantum": _Kind("quantum_harness:QuantumHarness", ("tmp_path",), vanish=True,
+                     runs_commands=False),
 }
 
 
@@ -56,8 +70,15 @@ def _build(request: pytest.FixtureRequest) -> Iterator[Harness]:
         built.close()
 
 
-@pytest.fixture(params=_params())
+@pytest.fixture(params=_params(runs_commands=True))
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Every kind whose manager runs the suite's command and script jobs."""
+    yield from _build(request)
+
+
+@pytest.fixture(params=_params())
+def any_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Every kind, for what holds whatever a manager runs."""
     yield from _build(request)
 
 
