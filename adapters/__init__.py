@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "slurm-ssh": "adapters.slurm_ssh:SlurmSshAdapter",
     "flux": "adapters.flux:FluxRestfulAdapter",
     "quantum": "adapters.quantum:IbmQuantumAdapter",
+    "ray": "adapters.ray:RayJobsAdapter",
 }
 
 

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from hpcbridge.store import Store
+from tests.services.ray_head import RayHead
 from tests.services.redis_server import RedisServer
 from tests.services.slurm import SlurmCluster
 from tests.services.sshd import SshServer
@@ -28,6 +29,13 @@ def sshd(slurm_cluster: SlurmCluster) -> Iterator[SshServer]:
     with SshServer(slurm_cluster.user,
                    environment={"SLURM_CONF": str(slurm_cluster.conf_path)}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """A real single-node Ray head with token authentication, stopped when the session ends."""
+    with RayHead() as head:
+        yield head
 
 
 @pytest.fixture(scope="session")

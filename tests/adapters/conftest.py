@@ -44,6 +44,8 @@ HARNESSES: dict[str, _Kind] = {
     "slurm-ssh": _Kind("slurm_ssh_harness:SlurmSshHarness", ("slurm_cluster", "sshd"),
                        (pytest.mark.slurm,)),
     "flux": _Kind("flux_harness:FluxHarness", ("tmp_path",), vanish=True),
+    "ray": _Kind("ray_harness:RayHarness", ("ray_head", "tmp_path"), (pytest.mark.ray,),
+                 vanish=True),
     "quantum": _Kind("quantum_harness:QuantumHarness", ("tmp_path",), vanish=True,
                      runs_commands=False),
 }
