@@ -289,10 +289,27 @@ class Store:
             return [json.loads(e) for e in self._redis.lrange(self._key("history", job_id),
                                                               0, -1)]
 
-    def recent(self, limit: int = 100) -> list[str]:
-        """Job ids, newest first."""
+    def recent(self, limit: int = 100, start: int = 0) -> list[str]:
+        """Job ids, newest first, from the ``start``-th newest on."""
         with self._errors():
-            return list(self._redis.zrevrange(self._key("jobs"), 0, limit - 1))
+            return list(self._redis.zrevrange(self._key("jobs"), start, start + limit - 1))
+
+    def active_jobs(self) -> dict[str, set[str]]:
+        """Every target's active job ids: the active sets found by SCAN, read in one
+        pipeline. Targets without active jobs are absent."""
+        pattern = "".join("\\" + c if c in "\\*?[]" else c for c in self._key("active:"))
+        with self._errors():
+            keys = list(self._redis.scan_iter(match=pattern + "*", count=1000))
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.smembers(key)
+            members = pipe.execute()
+        start = len(self._key("active:"))
+        return {key[start:]: set(ids) for key, ids in zip(keys, members, strict=True) if ids}
+
+    def active_count(self, target: str) -> int:
+        with self._errors():
+            return int(self._redis.scard(self._key("active", target)))
 
     # -- writing ------------------------------------------------------------------------
 
