@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import flask
 
+from adapters.base import ConfigError
 from hpcbridge import events, metrics
 from hpcbridge.credentials import redact
 from hpcbridge.logs import configure
@@ -35,7 +36,12 @@ def respond(request: flask.Request, handler: Handler) -> flask.Response:
             return flask.Response(metrics.render(), 200,
                                   content_type="text/plain; version=0.0.4; charset=utf-8")
         return flask.Response("ok\n", 200, mimetype="text/plain")
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return flask.Response(f"unavailable, the bridge is misconfigured: {exc}\n", 503,
+                              mimetype="text/plain")
     if (request.content_length or 0) > settings.max_event_bytes:
         return _rejected(settings, RequestError(None, f"the event is larger than "
                                                       f"{settings.max_event_bytes} bytes"), None,

@@ -182,7 +182,7 @@ class Bridge:
                 fault_point("submit.before_manager")
                 native_id = adapter.submit(request, job_id)
         except (ManagerUnavailable, AuthenticationFailed, ConfigError, CredentialError):
-            self.store.release_claim(job_id, token)
+            self.store.release_claim(job_id, token, self._clock())
             raise
         except ManagerRejected as exc:
             return self._submit_refused(job_id, exc)
@@ -320,7 +320,8 @@ class Bridge:
         if now - job.claim_until >= self.settings.lost_after_s:
             failed = declare_lost(job.status, now).replace(reason=Reason.SUBMIT_ERROR)
             return [Change(self._load(job.job_id), failed, note="submission never completed")]
-        self.store.release_claim(job.job_id, token)
+        # Not lost yet: the claim keeps its old end, from which "lost" is counted.
+        self.store.release_claim(job.job_id, token, job.claim_until)
         return []
 
     # -- cancel -------------------------------------------------------------------------

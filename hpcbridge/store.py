@@ -84,7 +84,7 @@ return 1
 
 _RELEASE_CLAIM = """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'claim_until', '0')
+redis.call('HSET', KEYS[1], 'claim_until', ARGV[2])
 return 1
 """
 
@@ -231,10 +231,11 @@ class Store:
             return bool(self._take_over(keys=[self._key("job", job_id)],
                                         args=[stale_token, token, now, repr(claim_until)]))
 
-    def release_claim(self, job_id: str, token: str) -> None:
-        """Let a redelivery take the submission over at once (the manager was down)."""
+    def release_claim(self, job_id: str, token: str, until: float) -> None:
+        """End the claim at ``until`` (now, or when it would have ended anyway), so a
+        redelivery may take the submission over from then on."""
         with self._errors():
-            self._release_claim(keys=[self._key("job", job_id)], args=[token])
+            self._release_claim(keys=[self._key("job", job_id)], args=[token, repr(until)])
 
     def record_native(self, job_id: str, token: str, native_id: str) -> bool:
         """Record the manager's id if ``token`` still owns the submission."""

@@ -62,7 +62,7 @@ def test_take_over_needs_an_expired_claim_and_no_native_id(store: Store) -> None
 
 def test_release_lets_a_redelivery_take_over_at_once(store: Store) -> None:
     store.claim(accepted(), REQUEST, "first", 10**9)
-    store.release_claim("j1", "first")
+    store.release_claim("j1", "first", 100.5)
     assert store.take_over("j1", "first", "second", now=101.0, claim_until=300.0)
 
 

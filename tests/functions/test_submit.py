@@ -168,3 +168,13 @@ def test_a_crash_between_the_managers_answer_and_the_record_is_recovered(
     log = (tmp_path / "logs-2" / "submit.log").read_text()
     assert "adopted" in log
     assert json.loads(log.splitlines()[-1])["outcome"] == "submitted"
+
+
+def test_a_bad_setting_answers_503_naming_it(targets_file: Path, tmp_path: Path,
+                                              redis_server: RedisServer) -> None:
+    with new_stack(redis_server.url, targets_file, tmp_path / "logs",
+                   HPCBRIDGE_LOST_AFTER_S="soon").running() as broken:
+        answer = send(submit_url(broken), events.REQUESTED,
+                      {"target": "local", "command": ["true"]})
+    assert answer.status_code == 503
+    assert "HPCBRIDGE_LOST_AFTER_S" in answer.text and "Traceback" not in answer.text
