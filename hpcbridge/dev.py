@@ -316,7 +316,9 @@ class DevStack:
     def describe(self) -> dict[str, Any]:
         assert self.broker is not None
         return {"broker": self.broker.url, "redis_url": self.redis_url,
-                "functions": self.functions, "pid": os.getpid()}
+                "functions": self.functions, "pid": os.getpid(),
+                "targets_file": str(Path(self.targets_file).resolve()) if self.targets_file
+                else None}
 
     def stop(self) -> None:
         if self._ticker is not None:
