@@ -410,7 +410,8 @@ class Bridge:
                         status.job_id, redact(str(exc)), extra={"job_id": status.job_id})
 
     def _show_reachability(self, name: str, adapter: Adapter, *, reachable: bool) -> None:
-        if self.mirror is None or self.store.swap_reachable(name, reachable) is reachable:
+        """Record whether the target answered; on a change, tell its virtual Node."""
+        if self.store.swap_reachable(name, reachable) is reachable or self.mirror is None:
             return
         try:
             capacity = adapter.capacity() if reachable and \
