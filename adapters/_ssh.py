@@ -59,6 +59,7 @@ from typing import Any, Self, TypeVar
 
 import paramiko
 
+from adapters import _settings
 from adapters.base import AuthenticationFailed, ConfigError, ManagerUnavailable
 from hpcbridge.credentials import Credential, CredentialError
 
@@ -118,25 +119,17 @@ class SshConnection:
     def from_settings(cls, target: str, settings: Mapping[str, Any]) -> Self:
         """The connection a target's settings describe; keys outside SSH_SETTINGS are
         left to the caller."""
-        try:
-            key = Credential.from_settings(settings, "key")
-        except CredentialError as exc:
-            raise ConfigError(f"target {target!r}: {exc}") from None
-        if key is None:
-            raise ConfigError(f"target {target!r} needs 'key_file' or 'key_env' "
-                              "(the SSH private key)")
+        key = _settings.require_credential(target, _settings.credential(target, settings, "key"),
+                                           "key", " (the SSH private key)")
         port = settings.get("port", 22)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ConfigError(f"target {target!r}: port must be a TCP port number")
-        timeout = settings.get("timeout_s", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"target {target!r}: timeout_s must be a positive number")
-        known_hosts = _text(target, settings, "known_hosts_file")
-        if not os.path.isabs(known_hosts):
-            raise ConfigError(f"target {target!r}: known_hosts_file must be an absolute path")
-        return cls(target, host=_text(target, settings, "host"),
-                   user=_text(target, settings, "user"), key=key,
-                   known_hosts_file=known_hosts, port=port, timeout_s=float(timeout))
+        timeout = _settings.positive(target, settings, "timeout_s", 30)
+        known_hosts = _settings.absolute_path(target, settings, "known_hosts_file",
+                                              quote_key=False)
+        return cls(target, host=_settings.needed(target, settings, "host"),
+                   user=_settings.needed(target, settings, "user"), key=key,
+                   known_hosts_file=known_hosts, port=port, timeout_s=timeout)
 
     # --- commands ----------------------------------------------------------------------
 
@@ -388,13 +381,6 @@ class SshConnection:
                 self._client.close()
                 self._client = None
             self._sftp = None
-
-
-def _text(target: str, settings: Mapping[str, Any], key: str) -> str:
-    value = settings.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"target {target!r} needs '{key}'")
-    return value
 
 
 def _active(client: paramiko.SSHClient | None) -> bool:

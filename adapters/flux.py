@@ -54,14 +54,13 @@ let Flux purge them (``job-manager.inactive-age-limit``).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
-from adapters import flux_api
+from adapters import _http, _settings, flux_api
 from adapters.base import (
     AdapterError,
     AuthenticationFailed,
@@ -71,7 +70,7 @@ from adapters.base import (
     ManagerUnavailable,
     Observation,
 )
-from hpcbridge.credentials import Credential, CredentialError, redact
+from hpcbridge.credentials import CredentialError, redact
 from hpcbridge.model import JobRequest
 
 __all__ = ["FluxRestfulAdapter"]
@@ -80,7 +79,6 @@ _SETTINGS = frozenset({
     "kind", "url", "user", "token_file", "token_env", "secret_key_file", "secret_key_env",
     "working_dir", "timeout_s",
 })
-_REMEMBERED_SUBMISSIONS = 100_000
 
 
 class FluxRestfulAdapter:
@@ -93,44 +91,35 @@ class FluxRestfulAdapter:
                  transport: httpx.BaseTransport | None = None) -> None:
         """``transport`` replaces httpx's own, for tests that watch the traffic."""
         self.name = name
-        try:
-            token = Credential.from_settings(settings, "token")
-            secret_key = Credential.from_settings(settings, "secret_key")
-        except CredentialError as exc:
-            raise ConfigError(f"target {name!r}: {exc}") from None
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(f"target {name!r}: unknown setting {unknown[0]!r} "
-                              f"(known: {', '.join(sorted(_SETTINGS - {'kind'}))})")
+        token = _settings.credential(name, settings, "token")
+        secret_key = _settings.credential(name, settings, "secret_key")
+        _settings.check_known(name, settings, _SETTINGS)
         user = settings.get("user")
         given = [user is not None, token is not None, secret_key is not None]
         if any(given) and not all(given):
             raise ConfigError(f"target {name!r}: give 'user', 'token_file' or 'token_env' and "
                               "'secret_key_file' or 'secret_key_env' together, or none of them")
-        self._user = _text(name, "user", user) if user is not None else None
+        self._user = _settings.string(name, settings, "user") if user is not None else None
         self._password = token
         self._secret_key = secret_key
-        self._url = _text(name, "url", settings.get("url"))
+        self._url = _settings.string(name, settings, "url")
         working_dir = settings.get("working_dir")
         if working_dir is not None and not (isinstance(working_dir, str)
                                             and working_dir.startswith("/")):
             raise ConfigError(f"target {name!r}: working_dir must be an absolute path")
         self._working_dir: str | None = working_dir
-        timeout = settings.get("timeout_s", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"target {name!r}: timeout_s must be a positive number")
-        self._timeout = float(timeout)
+        self._timeout = _settings.positive(name, settings, "timeout_s", 30)
         self._client = httpx.Client(base_url=self._url, timeout=self._timeout,
                                     transport=transport)
         self._lock = threading.Lock()
         self._access_token: str | None = None
-        self._submitted: OrderedDict[str, str] = OrderedDict()
+        self._submitted = _settings.Submissions()
 
     # --- the protocol ------------------------------------------------------------------
 
     def submit(self, request: JobRequest, job_id: str) -> str:
-        if job_id in self._submitted:
-            return self._submitted[job_id]
+        if (known := self._submitted.get(job_id)) is not None:
+            return known
         for field, value in (("resources.memory_mb", request.resources.memory_mb),
                              ("queue", request.queue), ("account", request.account)):
             if value is not None:
@@ -149,14 +138,12 @@ class FluxRestfulAdapter:
         )
         what = f"submit job {job_id}"
         response = self._request("POST", "v1/jobs/submit", what, body=body)
-        answer = _json(response)
+        answer = _http.json_body(response)
         native = answer.get("id") if isinstance(answer, Mapping) else None
         if response.status_code != 200 or isinstance(native, bool) \
                 or not isinstance(native, int):
             raise self._failure(response, what)
-        self._submitted[job_id] = str(native)
-        if len(self._submitted) > _REMEMBERED_SUBMISSIONS:
-            self._submitted.popitem(last=False)
+        self._submitted.remember(job_id, str(native))
         return str(native)
 
     def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
@@ -164,7 +151,7 @@ class FluxRestfulAdapter:
         response = self._request("GET", "v1/jobs", what, params={"details": "true"})
         if response.status_code != 200:
             raise self._failure(response, what)
-        records = flux_api.job_records(_json(response))
+        records = flux_api.job_records(_http.json_body(response))
         if records is None:
             raise ConfigError(f"target {self.name!r}: flux-restful-api at {self._url} did not "
                               "list job details for ?details=true; this adapter needs a "
@@ -192,7 +179,7 @@ class FluxRestfulAdapter:
             return ""
         what = f"read the output of job {native_id}"
         response = self._request("GET", f"v1/jobs/{native_id}/output", what)
-        body = _json(response)
+        body = _http.json_body(response)
         if response.status_code != 200 or not isinstance(body, Mapping):
             raise self._failure(response, what)
         chunks = body.get("Output")
@@ -224,7 +211,7 @@ class FluxRestfulAdapter:
         response = self._request("GET", f"v1/jobs/{quote(native_id, safe='')}", what)
         if response.status_code == 404:
             return None
-        body = _json(response)
+        body = _http.json_body(response)
         if response.status_code != 200:
             raise self._failure(response, what)
         return body if isinstance(body, Mapping) else None
@@ -248,16 +235,9 @@ class FluxRestfulAdapter:
     def _send(self, method: str, path: str, what: str, body: Any,
               params: Mapping[str, str] | None, token: str | None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        try:
-            return self._client.request(method, path, json=body, params=params,
-                                        headers=headers)
-        except httpx.TimeoutException:
-            raise ManagerUnavailable(f"target {self.name!r}: flux-restful-api at {self._url} "
-                                     f"did not answer within {self._timeout:g} s to {what}"
-                                     ) from None
-        except httpx.TransportError as exc:
-            raise ManagerUnavailable(f"target {self.name!r}: cannot reach flux-restful-api at "
-                                     f"{self._url} to {what}: {exc}") from None
+        return _http.send(self._client, method, path, target=self.name,
+                          manager="flux-restful-api", url=self._url, timeout=self._timeout,
+                          what=what, json=body, params=params, headers=headers)
 
     def _new_access_token(self, what: str) -> str:
         """Run the token handshake and keep the access token for the next requests."""
@@ -272,7 +252,7 @@ class FluxRestfulAdapter:
             raise ConfigError(f"target {self.name!r}: {exc}") from None
         response = self._send("POST", "v1/token", f"request a token to {what}", None, None,
                               payload)
-        body = _json(response)
+        body = _http.json_body(response)
         token = body.get("access_token") if isinstance(body, Mapping) else None
         if response.status_code == 200 and isinstance(token, str) and token:
             with self._lock:
@@ -297,16 +277,9 @@ class FluxRestfulAdapter:
                                f"{detail}")
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _detail(response: httpx.Response) -> str:
     """What the server said: FastAPI's ``detail`` or flux-restful's ``Message``/``Errors``."""
-    body = _json(response)
+    body = _http.json_body(response)
     parts: list[str] = []
     if isinstance(body, Mapping):
         for key in ("detail", "Message", "Error"):
@@ -318,8 +291,3 @@ def _detail(response: httpx.Response) -> str:
     text = "; ".join(parts) or f"HTTP {response.status_code}"
     return redact(text)
 
-
-def _text(name: str, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"target {name!r}: {key} must be a non-empty string")
-    return value

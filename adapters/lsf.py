@@ -87,18 +87,15 @@ or ``span[ptile=...]``, ``memory_mb`` as a memory limit (``-M <n>MB``), ``gpus``
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
 import shlex
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import httpx
 
-from adapters import lsf_api
+from adapters import _http, _settings, lsf_api
 from adapters._ssh import SSH_SETTINGS, Completed, SshConnection
 from adapters.base import (
     AdapterError,
@@ -117,7 +114,6 @@ __all__ = ["LsfAdapter"]
 _COMMON = frozenset({"kind", "transport", "queue", "working_dir"})
 _WEB = frozenset({"url", "user", "password_file", "password_env", "timeout_s"})
 _SSH = frozenset({*SSH_SETTINGS, "remote_dir", "profile"})
-_REMEMBERED_SUBMISSIONS = 100_000
 _DETAIL_LIMIT = 500
 _WEB_FILE_PARAM = "INPUT_FILE"
 _UNUSABLE_IN_PATHS = re.compile(r"[%\x00-\x1f\x7f]")
@@ -164,22 +160,15 @@ class LsfAdapter:
         known = {"web": _COMMON | _WEB, "ssh": _COMMON | _SSH}.get(str(way))
         if known is None:
             raise ConfigError(f"target {name!r}: transport must be 'web' or 'ssh'")
-        try:  # first: a password written into the settings gets its own message
-            password = Credential.from_settings(settings, "password") if way == "web" \
-                else None
-        except CredentialError as exc:
-            raise ConfigError(f"target {name!r}: {exc}") from None
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(f"target {name!r}: unknown setting {unknown[0]!r} for "
-                              f"transport {way} (known: {', '.join(sorted(known - {'kind'}))})")
+        # first: a password written into the settings gets its own message
+        password = _settings.credential(name, settings, "password") if way == "web" else None
+        _settings.check_known(name, settings, known, context=f" for transport {way}")
         self._queue = _word(name, settings, "queue") if "queue" in settings else None
-        self._working_dir = _absolute(name, settings, "working_dir") \
+        self._working_dir = _settings.absolute_path(name, settings, "working_dir") \
             if "working_dir" in settings else None
         self._way: _Way = _Web(name, settings, password, transport) if way == "web" \
             else _Ssh(name, settings, connection)
-        self._lock = threading.Lock()
-        self._submitted: OrderedDict[str, str] = OrderedDict()
+        self._submitted = _settings.Submissions()
 
     # --- the protocol ------------------------------------------------------------------
 
@@ -188,9 +177,8 @@ class LsfAdapter:
             validate_job_id(job_id)
         except RequestError as exc:
             raise ManagerRejected(f"target {self.name!r}: {exc}") from None
-        with self._lock:
-            if job_id in self._submitted:
-                return self._submitted[job_id]
+        if (known := self._submitted.get(job_id)) is not None:
+            return known
         try:
             script = lsf_api.job_script(
                 job_id=job_id, script=request.script, command=request.command,
@@ -203,10 +191,7 @@ class LsfAdapter:
                                       resources=request.resources, account=request.account)
         except ValueError as exc:  # a word the options cannot carry
             raise ManagerRejected(f"target {self.name!r}: job {job_id}: {exc}") from None
-        with self._lock:
-            self._submitted[job_id] = native
-            if len(self._submitted) > _REMEMBERED_SUBMISSIONS:
-                self._submitted.popitem(last=False)
+        self._submitted.remember(job_id, native)
         return native
 
     def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
@@ -249,14 +234,12 @@ class _Web:
                  credential: Credential | None, transport: httpx.BaseTransport | None
                  ) -> None:
         self.target = target
-        if credential is None:
-            raise ConfigError(f"target {target!r} needs 'password_file' or 'password_env'")
-        self._credential = credential
-        self._url = _text(target, settings, "url").rstrip("/")
+        self._credential = _settings.require_credential(target, credential, "password")
+        self._url = _settings.needed(target, settings, "url").rstrip("/")
         if not self._url.startswith(("http://", "https://")):
             raise ConfigError(f"target {target!r}: url must be an http:// or https:// URL")
-        self._user = _text(target, settings, "user")
-        self._timeout = _timeout(target, settings)
+        self._user = _settings.needed(target, settings, "user")
+        self._timeout = _settings.positive(target, settings, "timeout_s", 30)
         self._client = httpx.Client(base_url=self._url + "/", timeout=self._timeout,
                                     transport=transport,
                                     headers={"Accept": "application/json"})
@@ -284,7 +267,7 @@ class _Web:
                               headers={"Content-Type": content_type})
         if response.status_code != 200:
             raise self._failure(response, what)
-        native = lsf_api.parse_submitted_id(_json(response))
+        native = lsf_api.parse_submitted_id(_http.json_body(response))
         if native is None:
             raise ManagerUnavailable(f"target {self.target!r}: Application Center at "
                                      f"{self._url} accepted job {job_id} without a job id")
@@ -297,7 +280,7 @@ class _Web:
             return {}
         if response.status_code != 200:
             raise self._failure(response, what)
-        return lsf_api.parse_web_jobs(_json(response))
+        return lsf_api.parse_web_jobs(_http.json_body(response))
 
     def named(self, name: str) -> list[str]:
         what = f"find jobs named {name}"
@@ -306,7 +289,7 @@ class _Web:
             return []
         if response.status_code != 200:
             raise self._failure(response, what)
-        return [nid for nid, record in lsf_api.parse_web_jobs(_json(response)).items()
+        return [nid for nid, record in lsf_api.parse_web_jobs(_http.json_body(response)).items()
                 if record.name in (None, name)]
 
     def kill(self, native_id: str) -> None:
@@ -376,7 +359,7 @@ class _Web:
                     f"{self._credential.where})")
             if response.status_code != 200:
                 raise self._failure(response, "log on")
-            token = lsf_api.parse_logon(_json(response))
+            token = lsf_api.parse_logon(_http.json_body(response))
             if token is None:
                 raise ManagerUnavailable(f"target {self.target!r}: Application Center at "
                                          f"{self._url} answered the logon without a token")
@@ -388,15 +371,9 @@ class _Web:
         sent = dict(headers or {})
         if token is not None:
             sent["Cookie"] = f"platform_token={lsf_api.cookie_token(token)}"
-        try:
-            return self._client.request(method, path, headers=sent, **kwargs)
-        except httpx.TimeoutException:
-            raise ManagerUnavailable(f"target {self.target!r}: Application Center at "
-                                     f"{self._url} did not answer within {self._timeout:g} s "
-                                     f"to {what}") from None
-        except httpx.TransportError as exc:
-            raise ManagerUnavailable(f"target {self.target!r}: cannot reach Application "
-                                     f"Center at {self._url} to {what}: {exc}") from None
+        return _http.send(self._client, method, path, target=self.target,
+                          manager="Application Center", url=self._url,
+                          timeout=self._timeout, what=what, headers=sent, **kwargs)
 
     def _failure(self, response: httpx.Response, what: str) -> AdapterError:
         detail = self._detail(response)
@@ -407,7 +384,7 @@ class _Web:
 
     @staticmethod
     def _detail(response: httpx.Response) -> str:
-        message = lsf_api.error_message(_json(response))
+        message = lsf_api.error_message(_http.json_body(response))
         text = f"HTTP {response.status_code}" + (f": {message}" if message else "")
         return redact(text)[:_DETAIL_LIMIT]
 
@@ -421,12 +398,13 @@ class _Ssh:
                  connection: SshConnection | None) -> None:
         self.target = target
         self._ssh = connection or SshConnection.from_settings(target, settings)
-        self._remote_dir = _absolute(target, settings, "remote_dir").rstrip("/") or "/"
+        self._remote_dir = (_settings.absolute_path(target, settings, "remote_dir")
+                            .rstrip("/") or "/")
         if _UNUSABLE_IN_PATHS.search(self._remote_dir):
             raise ConfigError(f"target {target!r}: remote_dir must not contain '%' or "
                               "control characters")
-        self._profile = _absolute(target, settings, "profile") if "profile" in settings \
-            else ""
+        self._profile = (_settings.absolute_path(target, settings, "profile")
+                         if "profile" in settings else "")
         self._dir_ready = False
 
     def submit(self, job_id: str, script: str, *, queue: str | None,
@@ -508,39 +486,11 @@ class _Ssh:
 
 # --- settings and small helpers --------------------------------------------------------
 
-def _text(target: str, settings: Mapping[str, Any], key: str) -> str:
-    value = settings.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"target {target!r} needs '{key}'")
-    return value
-
-
-def _absolute(target: str, settings: Mapping[str, Any], key: str) -> str:
-    value = _text(target, settings, key)
-    if not os.path.isabs(value):
-        raise ConfigError(f"target {target!r}: '{key}' must be an absolute path")
-    return value
-
-
 def _word(target: str, settings: Mapping[str, Any], key: str) -> str:
-    value = _text(target, settings, key)
+    value = _settings.needed(target, settings, key)
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", value):
         raise ConfigError(f"target {target!r}: '{key}' must be a plain name")
     return value
-
-
-def _timeout(target: str, settings: Mapping[str, Any]) -> float:
-    timeout = settings.get("timeout_s", 30)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"target {target!r}: timeout_s must be a positive number")
-    return float(timeout)
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def _tail(text: str, lines: int | None) -> str:

@@ -43,14 +43,13 @@ register, the shots and the counts of each bitstring.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
-from adapters import quantum_api
+from adapters import _http, _settings, quantum_api
 from adapters.base import (
     AdapterError,
     AuthenticationFailed,
@@ -60,7 +59,7 @@ from adapters.base import (
     ManagerUnavailable,
     Observation,
 )
-from hpcbridge.credentials import Credential, CredentialError, redact
+from hpcbridge.credentials import CredentialError, redact
 from hpcbridge.model import JobRequest
 
 __all__ = ["IbmQuantumAdapter"]
@@ -74,7 +73,6 @@ _DEFAULT_API_VERSION = "2025-05-01"
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _PAGE = 200
 _MAX_PAGES = 20
-_REMEMBERED_SUBMISSIONS = 100_000
 
 
 class IbmQuantumAdapter:
@@ -87,21 +85,13 @@ class IbmQuantumAdapter:
                  transport: httpx.BaseTransport | None = None) -> None:
         """``transport`` replaces httpx's own, for tests that watch the traffic."""
         self.name = name
-        try:
-            credential = Credential.from_settings(settings, "token")
-        except CredentialError as exc:
-            raise ConfigError(f"target {name!r}: {exc}") from None
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(f"target {name!r}: unknown setting {unknown[0]!r} "
-                              f"(known: {', '.join(sorted(_SETTINGS - {'kind'}))})")
-        if credential is None:
-            raise ConfigError(f"target {name!r} needs 'token_file' or 'token_env'")
-        self._token = credential
-        self._url = _text(name, settings, "url", _DEFAULT_URL)
-        self._service_crn = _text(name, settings, "service_crn")
-        self._backend = _text(name, settings, "backend")
-        self._api_version = _text(name, settings, "api_version", _DEFAULT_API_VERSION)
+        credential = _settings.credential(name, settings, "token")
+        _settings.check_known(name, settings, _SETTINGS)
+        self._token = _settings.require_credential(name, credential, "token")
+        self._url = _settings.string(name, settings, "url", _DEFAULT_URL)
+        self._service_crn = _settings.string(name, settings, "service_crn")
+        self._backend = _settings.string(name, settings, "backend")
+        self._api_version = _settings.string(name, settings, "api_version", _DEFAULT_API_VERSION)
         if not _API_VERSION.match(self._api_version):
             raise ConfigError(f"target {name!r}: api_version must be a date like "
                               f"{_DEFAULT_API_VERSION}")
@@ -110,19 +100,16 @@ class IbmQuantumAdapter:
                                   or shots < 1):
             raise ConfigError(f"target {name!r}: shots must be a positive integer")
         self._shots: int | None = shots
-        timeout = settings.get("timeout_s", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"target {name!r}: timeout_s must be a positive number")
-        self._timeout = float(timeout)
+        self._timeout = _settings.positive(name, settings, "timeout_s", 30)
         self._client = httpx.Client(base_url=self._url, timeout=self._timeout,
                                     transport=transport)
-        self._submitted: OrderedDict[str, str] = OrderedDict()
+        self._submitted = _settings.Submissions()
 
     # --- the protocol ------------------------------------------------------------------
 
     def submit(self, request: JobRequest, job_id: str) -> str:
-        if job_id in self._submitted:
-            return self._submitted[job_id]
+        if (known := self._submitted.get(job_id)) is not None:
+            return known
         self._refuse_what_does_not_apply(request)
         assert request.script is not None
         body = quantum_api.submission(request.script, backend=request.queue or self._backend,
@@ -130,13 +117,11 @@ class IbmQuantumAdapter:
                                       time_limit_s=request.resources.time_limit_s)
         what = f"submit job {job_id}"
         response = self._request("POST", "v1/jobs", what, body=body)
-        answer = _json(response)
+        answer = _http.json_body(response)
         native = answer.get("id") if isinstance(answer, Mapping) else None
         if response.status_code not in (200, 201) or not isinstance(native, str) or not native:
             raise self._failure(response, what, about_request=True)
-        self._submitted[job_id] = native
-        if len(self._submitted) > _REMEMBERED_SUBMISSIONS:
-            self._submitted.popitem(last=False)
+        self._submitted.remember(job_id, native)
         return native
 
     def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
@@ -174,7 +159,7 @@ class IbmQuantumAdapter:
         what = f"read the result of job {native_id}"
         response = self._request("GET", f"v1/jobs/{job}/results", what)
         if response.status_code == 200:
-            body = _json(response)
+            body = _http.json_body(response)
             if isinstance(body, Mapping) and "results" in body:
                 lines.extend(quantum_api.results_summary(body))
             else:
@@ -220,7 +205,7 @@ class IbmQuantumAdapter:
                                  params={**params, "exclude_params": "true"})
         if response.status_code == 200:
             try:
-                return quantum_api.jobs_page(_json(response))
+                return quantum_api.jobs_page(_http.json_body(response))
             except ValueError:
                 pass
         raise self._failure(response, what)
@@ -235,16 +220,9 @@ class IbmQuantumAdapter:
 
     def _request(self, method: str, path: str, what: str, *, body: Any = None,
                  params: Mapping[str, str] | None = None) -> httpx.Response:
-        try:
-            return self._client.request(method, path, json=body, params=params,
-                                        headers=self._headers())
-        except httpx.TimeoutException:
-            raise ManagerUnavailable(f"target {self.name!r}: IBM Quantum at {self._url} did "
-                                     f"not answer within {self._timeout:g} s to {what}"
-                                     ) from None
-        except httpx.TransportError as exc:
-            raise ManagerUnavailable(f"target {self.name!r}: cannot reach IBM Quantum at "
-                                     f"{self._url} to {what}: {exc}") from None
+        return _http.send(self._client, method, path, target=self.name,
+                          manager="IBM Quantum", url=self._url, timeout=self._timeout,
+                          what=what, json=body, params=params, headers=self._headers())
 
     def _failure(self, response: httpx.Response, what: str, *,
                  about_request: bool = False) -> AdapterError:
@@ -254,7 +232,7 @@ class IbmQuantumAdapter:
         about the target's settings (``api_version``, ``service_crn``).
         """
         status = response.status_code
-        detail = redact(quantum_api.error_text(_json(response)) or f"HTTP {status}")
+        detail = redact(quantum_api.error_text(_http.json_body(response)) or f"HTTP {status}")
         if status in (401, 403):
             return AuthenticationFailed(
                 f"target {self.name!r}: IBM Quantum refused to {what}: {detail} (check the "
@@ -270,20 +248,7 @@ class IbmQuantumAdapter:
                            f"(check api_version {self._api_version!r} and service_crn)")
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def _lines(text: str) -> list[str]:
     """The lines of ``text``, split at ``\\n`` only (a log may hold other control characters)."""
     return text.removesuffix("\n").split("\n") if text else []
 
-
-def _text(name: str, settings: Mapping[str, Any], key: str, default: str | None = None) -> str:
-    value = settings.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"target {name!r}: {key} must be a non-empty string")
-    return value

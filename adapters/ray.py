@@ -53,7 +53,6 @@ newlines, so a ``\\r`` in the output reads as ``\\n``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -61,7 +60,7 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters import ray_api
+from adapters import _http, _settings, ray_api
 from adapters.base import (
     AdapterError,
     AuthenticationFailed,
@@ -71,7 +70,7 @@ from adapters.base import (
     ManagerUnavailable,
     Observation,
 )
-from hpcbridge.credentials import Credential, CredentialError, redact
+from hpcbridge.credentials import CredentialError, redact
 from hpcbridge.model import JobRequest
 
 __all__ = ["RayJobsAdapter"]
@@ -97,14 +96,8 @@ class RayJobsAdapter:
                  transport: httpx.BaseTransport | None = None) -> None:
         """``transport`` replaces httpx's own, for tests that watch the traffic."""
         self.name = name
-        try:
-            self._credential = Credential.from_settings(settings, "token")
-        except CredentialError as exc:
-            raise ConfigError(f"target {name!r}: {exc}") from None
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(f"target {name!r}: unknown setting {unknown[0]!r} "
-                              f"(known: {', '.join(sorted(_SETTINGS - {'kind'}))})")
+        self._credential = _settings.credential(name, settings, "token")
+        _settings.check_known(name, settings, _SETTINGS)
         url = settings.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"target {name!r} needs 'url', the dashboard's http(s) URL")
@@ -115,8 +108,8 @@ class RayJobsAdapter:
         if not isinstance(python, str) or not python:
             raise ConfigError(f"target {name!r}: 'python' must name an interpreter")
         self._python = python
-        self._kill_grace_s = _positive(name, settings, "kill_grace_s", 5)
-        self._timeout = _positive(name, settings, "timeout_s", 30)
+        self._kill_grace_s = _settings.positive(name, settings, "kill_grace_s", 5, finite=True)
+        self._timeout = _settings.positive(name, settings, "timeout_s", 30, finite=True)
         self._client = httpx.Client(base_url=self._url, timeout=self._timeout,
                                     transport=transport)
 
@@ -134,7 +127,7 @@ class RayJobsAdapter:
         response = self._request("GET", "api/jobs/", what)
         if response.status_code != 200:
             raise self._failure(response, what)
-        records, cancels = ray_api.index(_json(response))
+        records, cancels = ray_api.index(_http.json_body(response))
         return {nid: ray_api.observe(records[nid], cancels.get(nid))
                 for nid in native_ids if nid in records}
 
@@ -166,7 +159,7 @@ class RayJobsAdapter:
         response = self._request("GET", f"api/jobs/{_quoted(native_id)}/logs", what)
         if response.status_code == 404:
             return ""
-        body = _json(response)
+        body = _http.json_body(response)
         if response.status_code != 200 or not isinstance(body, Mapping):
             raise self._failure(response, what)
         text = ray_api.job_output(native_id, str(job.get("entrypoint") or ""),
@@ -181,7 +174,7 @@ class RayJobsAdapter:
         response = self._request("GET", "api/cluster_status", what)
         if response.status_code != 200:
             raise self._failure(response, what)
-        totals = ray_api.capacity(_json(response))
+        totals = ray_api.capacity(_http.json_body(response))
         if not totals:
             raise ManagerUnavailable(f"target {self.name!r}: Ray's cluster status at "
                                      f"{self._url} has no resource report")
@@ -225,7 +218,7 @@ class RayJobsAdapter:
         response = self._request("GET", f"api/jobs/{_quoted(job_id)}", what)
         if response.status_code == 404:
             return None
-        body = _json(response)
+        body = _http.json_body(response)
         if response.status_code != 200 or not isinstance(body, Mapping):
             raise self._failure(response, what)
         return body if body.get("submission_id") == job_id else None
@@ -236,7 +229,7 @@ class RayJobsAdapter:
         response = self._request("POST", f"api/jobs/{_quoted(job_id)}/stop", what)
         if response.status_code == 404:
             return None
-        body = _json(response)
+        body = _http.json_body(response)
         if response.status_code != 200 or not isinstance(body, Mapping):
             raise self._failure(response, what)
         return bool(body.get("stopped"))
@@ -253,14 +246,9 @@ class RayJobsAdapter:
 
     def _request(self, method: str, path: str, what: str, *,
                  body: Any = None) -> httpx.Response:
-        try:
-            return self._client.request(method, path, json=body, headers=self._headers())
-        except httpx.TimeoutException:
-            raise ManagerUnavailable(f"target {self.name!r}: Ray at {self._url} did not "
-                                     f"answer within {self._timeout:g} s to {what}") from None
-        except httpx.TransportError as exc:
-            raise ManagerUnavailable(f"target {self.name!r}: cannot reach Ray at "
-                                     f"{self._url} to {what}: {exc}") from None
+        return _http.send(self._client, method, path, target=self.name, manager="Ray",
+                          url=self._url, timeout=self._timeout, what=what, json=body,
+                          headers=self._headers())
 
     def _failure(self, response: httpx.Response, what: str) -> AdapterError:
         """The exception for an answer that is not a success."""
@@ -307,20 +295,6 @@ def _metadata(name: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _positive(name: str, settings: Mapping[str, Any], key: str, default: float) -> float:
-    value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
-            or not math.isfinite(value):
-        raise ConfigError(f"target {name!r}: {key} must be a positive number")
-    return float(value)
-
-
 def _quoted(job_id: str) -> str:
     return quote(job_id, safe="")
 
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None

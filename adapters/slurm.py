@@ -46,7 +46,6 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,7 +53,7 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters import slurm_api
+from adapters import _http, _settings, slurm_api
 from adapters.base import (
     AdapterError,
     AuthenticationFailed,
@@ -64,7 +63,7 @@ from adapters.base import (
     ManagerUnavailable,
     Observation,
 )
-from hpcbridge.credentials import Credential, CredentialError
+from hpcbridge.credentials import CredentialError
 from hpcbridge.model import JobRequest
 
 __all__ = ["SlurmRestAdapter"]
@@ -81,7 +80,6 @@ _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # clock at the previous request, this much earlier, so that clock skew cannot hide a change.
 _CLOCK_MARGIN_S = 5
 _LOG_BLOCK = 1 << 16
-_REMEMBERED_SUBMISSIONS = 100_000
 
 
 class SlurmRestAdapter:
@@ -98,45 +96,34 @@ class SlurmRestAdapter:
                  transport: httpx.BaseTransport | None = None) -> None:
         """``transport`` replaces httpx's own, for tests that watch the traffic."""
         self.name = name
-        try:
-            credential = Credential.from_settings(settings, "token")
-        except CredentialError as exc:
-            raise ConfigError(f"target {name!r}: {exc}") from None
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(f"target {name!r}: unknown setting {unknown[0]!r} "
-                              f"(known: {', '.join(sorted(_SETTINGS - {'kind'}))})")
-        if credential is None:
-            raise ConfigError(f"target {name!r} needs 'token_file' or 'token_env'")
-        self._credential = credential
-        self._url = _text(name, settings, "url")
-        self._user = _text(name, settings, "user")
-        self._output_dir = _directory(name, settings, "output_dir")
-        self._working_dir = (_directory(name, settings, "working_dir")
+        credential = _settings.credential(name, settings, "token")
+        _settings.check_known(name, settings, _SETTINGS)
+        self._credential = _settings.require_credential(name, credential, "token")
+        self._url = _settings.needed(name, settings, "url")
+        self._user = _settings.needed(name, settings, "user")
+        self._output_dir = Path(_settings.absolute_path(name, settings, "output_dir"))
+        self._working_dir = (Path(_settings.absolute_path(name, settings, "working_dir"))
                              if "working_dir" in settings else self._output_dir)
-        self._partition = _text(name, settings, "partition") if "partition" in settings \
+        self._partition = _settings.needed(name, settings, "partition") if "partition" in settings \
             else None
         version = settings.get("api_version", "auto")
         if version != "auto" and version not in slurm_api.SUPPORTED_VERSIONS:
             raise ConfigError(f"target {name!r}: api_version {version!r} is not one of auto, "
                               f"{', '.join(slurm_api.SUPPORTED_VERSIONS)}")
         self._version: str | None = None if version == "auto" else version
-        timeout = settings.get("timeout_s", 30)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigError(f"target {name!r}: timeout_s must be a positive number")
-        self._timeout = float(timeout)
+        self._timeout = _settings.positive(name, settings, "timeout_s", 30)
         self._client = httpx.Client(base_url=self._url, timeout=self._timeout,
                                     transport=transport)
         self._lock = threading.Lock()
         self._jobs: dict[str, Mapping[str, Any]] = {}
         self._jobs_as_of: int | None = None
-        self._submitted: OrderedDict[str, str] = OrderedDict()
+        self._submitted = _settings.Submissions()
 
     # --- the protocol ------------------------------------------------------------------
 
     def submit(self, request: JobRequest, job_id: str) -> str:
-        if job_id in self._submitted:
-            return self._submitted[job_id]
+        if (known := self._submitted.get(job_id)) is not None:
+            return known
         resources = request.resources
         spec = slurm_api.JobSpec(
             script=slurm_api.batch_script(request.script, request.command),
@@ -159,7 +146,7 @@ class SlurmRestAdapter:
         response = self._request("POST", f"slurm/{version}/job/submit",
                                  f"submit job {job_id}",
                                  body=slurm_api.submission(version, spec))
-        body = _json(response)
+        body = _http.json_body(response)
         native = slurm_api.number(body.get("job_id")) if isinstance(body, Mapping) else None
         if native is None:
             raise self._failure(response, f"submit job {job_id}")
@@ -167,9 +154,7 @@ class SlurmRestAdapter:
         if found := slurm_api.errors(body):
             log.warning("Slurm accepted %s as %s but says: %s", job_id, native,
                         "; ".join(e.text for e in found))
-        self._submitted[job_id] = str(native)
-        if len(self._submitted) > _REMEMBERED_SUBMISSIONS:
-            self._submitted.popitem(last=False)
+        self._submitted.remember(job_id, str(native))
         return str(native)
 
     def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
@@ -182,7 +167,7 @@ class SlurmRestAdapter:
             "DELETE", f"slurm/{self._api_version()}/job/{quote(native_id, safe='')}", what)
         if response.status_code == 200:
             return
-        codes = {e.code for e in slurm_api.errors(_json(response))}
+        codes = {e.code for e in slurm_api.errors(_http.json_body(response))}
         if codes & {slurm_api.INVALID_JOB_ID, slurm_api.ALREADY_DONE}:
             return  # purged or already over: the job is gone either way
         raise self._failure(response, what)
@@ -213,7 +198,7 @@ class SlurmRestAdapter:
     def capacity(self) -> Mapping[str, Any]:
         what = "list nodes"
         response = self._request("GET", f"slurm/{self._api_version()}/nodes", what)
-        body = _json(response)
+        body = _http.json_body(response)
         if response.status_code != 200 or not isinstance(body, Mapping):
             raise self._failure(response, what)
         return slurm_api.capacity(body)
@@ -232,22 +217,16 @@ class SlurmRestAdapter:
 
     def _request(self, method: str, path: str, what: str, *,
                  body: Any = None, params: Mapping[str, Any] | None = None) -> httpx.Response:
-        try:
-            return self._client.request(method, path, json=body, params=params,
-                                        headers=self._headers())
-        except httpx.TimeoutException:
-            raise ManagerUnavailable(f"target {self.name!r}: slurmrestd at {self._url} did "
-                                     f"not answer within {self._timeout:g} s to {what}") from None
-        except httpx.TransportError as exc:
-            raise ManagerUnavailable(f"target {self.name!r}: cannot reach slurmrestd at "
-                                     f"{self._url} to {what}: {exc}") from None
+        return _http.send(self._client, method, path, target=self.name,
+                          manager="slurmrestd", url=self._url, timeout=self._timeout,
+                          what=what, json=body, params=params, headers=self._headers())
 
     def _api_version(self) -> str:
         if self._version is not None:
             return self._version
         what = "list its API versions"
         response = self._request("GET", "openapi/v3", what)
-        document = _json(response)
+        document = _http.json_body(response)
         if response.status_code != 200 or not isinstance(document, Mapping):
             raise self._failure(response, what)
         served = slurm_api.served_versions(document)
@@ -275,7 +254,7 @@ class SlurmRestAdapter:
             response = self._request("GET", path, what, params=params)
             if response.status_code == 304 and params is not None:
                 return self._jobs
-            body = _json(response)
+            body = _http.json_body(response)
             if response.status_code != 200 or not isinstance(body, Mapping):
                 raise self._failure(response, what)
             self._jobs = {str(job["job_id"]): job for job in body.get("jobs") or []
@@ -288,7 +267,7 @@ class SlurmRestAdapter:
 
     def _failure(self, response: httpx.Response, what: str) -> AdapterError:
         """The exception for an answer that is not a success."""
-        found = slurm_api.errors(_json(response))
+        found = slurm_api.errors(_http.json_body(response))
         detail = "; ".join(e.text for e in found) or f"HTTP {response.status_code}"
         failure = slurm_api.classify(response.status_code, found)
         if failure is slurm_api.Failure.AMBIGUOUS:
@@ -318,7 +297,7 @@ class SlurmRestAdapter:
                                      "check the token")
         except ManagerUnavailable:
             return False
-        found = slurm_api.errors(_json(response))
+        found = slurm_api.errors(_http.json_body(response))
         return (slurm_api.classify(response.status_code, found)
                 is slurm_api.Failure.CREDENTIALS_REFUSED)
 
@@ -339,27 +318,6 @@ class SlurmRestAdapter:
         if not claims:
             hints.append("it is not a JWT")
         return ": " + " and ".join(hints) if hints else ""
-
-
-def _text(name: str, settings: Mapping[str, Any], key: str) -> str:
-    value = settings.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"target {name!r} needs '{key}'")
-    return value
-
-
-def _directory(name: str, settings: Mapping[str, Any], key: str) -> Path:
-    value = _text(name, settings, key)
-    if not os.path.isabs(value):
-        raise ConfigError(f"target {name!r}: '{key}' must be an absolute path")
-    return Path(value)
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def _comment(value: Any) -> str | None:

@@ -63,14 +63,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from adapters import slurm_api, slurm_cli
+from adapters import _settings, slurm_api, slurm_cli
 from adapters._ssh import SSH_SETTINGS, Completed, SshConnection
 from adapters.base import (
     AdapterError,
@@ -94,7 +91,7 @@ _NATIVE_ID = re.compile(r"^\d+$")
 _NOTHING_TO_CANCEL = re.compile(r"invalid job id|already completing or completed",
                                 re.IGNORECASE)
 _UNUSABLE_IN_PATHS = re.compile(r"[\\\x00-\x1f\x7f]")
-_REMEMBERED_SUBMISSIONS = 100_000
+_NON_EMPTY = " to be a non-empty string"
 _DETAIL_LIMIT = 500
 
 
@@ -110,10 +107,7 @@ class SlurmSshAdapter:
         the commands."""
         self.name = name
         self._ssh = connection or SshConnection.from_settings(name, settings)
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(f"target {name!r}: unknown setting {unknown[0]!r} "
-                              f"(known: {', '.join(sorted(_SETTINGS - {'kind'}))})")
+        _settings.check_known(name, settings, _SETTINGS)
         self._remote_dir = _remote_dir(name, settings)
         self._partition = _text(name, settings, "partition") if "partition" in settings \
             else None
@@ -123,8 +117,7 @@ class SlurmSshAdapter:
         self._accounting = accounting
         self._commands = {command: _text(name, settings, command) if command in settings
                           else command for command in _COMMANDS}
-        self._lock = threading.Lock()
-        self._submitted: OrderedDict[str, str] = OrderedDict()
+        self._submitted = _settings.Submissions()
 
     # --- the protocol ------------------------------------------------------------------
 
@@ -133,9 +126,8 @@ class SlurmSshAdapter:
             validate_job_id(job_id)
         except RequestError as exc:
             raise ManagerRejected(f"target {self.name!r}: {exc}") from None
-        with self._lock:
-            if job_id in self._submitted:
-                return self._submitted[job_id]
+        if (known := self._submitted.get(job_id)) is not None:
+            return known
         job_dir = f"{self._remote_dir}/{job_id}"
         self._ssh.make_dirs(job_dir)
         if request.command is not None:
@@ -179,10 +171,7 @@ class SlurmSshAdapter:
         if result.stderr.strip():
             log.warning("Slurm accepted %s as %s but says: %s", job_id, native,
                         result.stderr.strip()[:_DETAIL_LIMIT])
-        with self._lock:
-            self._submitted[job_id] = native
-            if len(self._submitted) > _REMEMBERED_SUBMISSIONS:
-                self._submitted.popitem(last=False)
+        self._submitted.remember(job_id, native)
         return native
 
     def status_many(self, native_ids: Sequence[str]) -> Mapping[str, Observation]:
@@ -273,16 +262,12 @@ def _detail(result: Completed) -> str:
 
 
 def _text(name: str, settings: Mapping[str, Any], key: str) -> str:
-    value = settings.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"target {name!r} needs '{key}' to be a non-empty string")
-    return value
+    return _settings.needed(name, settings, key, detail=_NON_EMPTY)
 
 
 def _remote_dir(name: str, settings: Mapping[str, Any]) -> str:
-    value = _text(name, settings, "remote_dir")
-    if not os.path.isabs(value):
-        raise ConfigError(f"target {name!r}: remote_dir must be an absolute path")
+    value = _settings.absolute_path(name, settings, "remote_dir", quote_key=False,
+                                    detail=_NON_EMPTY)
     if _UNUSABLE_IN_PATHS.search(value):
         raise ConfigError(f"target {name!r}: remote_dir must not contain a backslash or "
                           "control characters")
