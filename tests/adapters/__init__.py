@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from adapters.base import Adapter, Observation
-from hpcbridge.model import JobRequest
+from hpcbridge.model import JobRequest, Resources
 
-__all__ = ["CountingTransport", "Harness", "RemoteHarness", "VanishingHarness", "finished",
-           "new_job_id", "observe_until", "until", "wait_for"]
+__all__ = ["CountingTransport", "Harness", "RemoteHarness", "VanishingHarness",
+           "build_request", "cancel_until_gone", "finished", "new_job_id", "observe_until",
+           "until", "wait_for"]
 
 _POLL_S = 0.05
 
@@ -129,3 +130,26 @@ def finished(adapter: Adapter, native_id: str, timeout_s: float) -> Observation:
     """The observation of ``native_id`` once it reached a terminal state."""
     return wait_for(adapter, native_id, lambda observation: observation.state.terminal,
                     timeout_s)
+
+
+def build_request(target: str, overrides: Mapping[str, Any],
+                  default: Mapping[str, Any] | None = None) -> JobRequest:
+    """A request for ``target``: ``default`` (``true`` as the command) unless ``overrides``
+    give a script or a command, then ``overrides``; a command may be a list and
+    ``resources`` a mapping."""
+    fields: dict[str, Any] = {} if {"script", "command"} & set(overrides) \
+        else dict(default or {"command": ("true",)})
+    fields.update(overrides)
+    if fields.get("command") is not None:
+        fields["command"] = tuple(fields["command"])
+    if isinstance(fields.get("resources"), Mapping):
+        fields["resources"] = Resources.from_dict(fields["resources"])
+    return JobRequest(target=target, **fields)
+
+
+def cancel_until_gone(adapter: Adapter, active: Callable[[], Sequence[str]],
+                      timeout_s: float) -> None:
+    """Cancel the native ids ``active()`` lists, then wait until it lists none."""
+    for native_id in active():
+        adapter.cancel(native_id)
+    until(lambda: not active(), timeout_s, lambda: f"jobs still active: {list(active())}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,8 @@ import httpx
 
 from adapters.flux import FluxRestfulAdapter
 from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, Resources
-from tests.adapters import CountingTransport
+from hpcbridge.model import JobRequest
+from tests.adapters import CountingTransport, build_request
 from tests.emulators.flux_restful import FluxRestfulEmulator
 
 __all__ = ["FluxHarness", "secret_file"]
@@ -74,13 +73,7 @@ class FluxHarness:
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: ``true`` as a command, unless a script is given."""
-        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        if isinstance(fields.get("resources"), Mapping):
-            fields["resources"] = Resources.from_dict(fields["resources"])
-        return JobRequest(target=_TARGET, **fields)
+        return build_request(_TARGET, overrides)
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit a job that the emulator holds in SCHED until :meth:`release`."""

@@ -9,7 +9,7 @@ from typing import Any
 from adapters._local_runner import JOBS, LOCK, lock_is_held
 from adapters.local import LocalAdapter
 from hpcbridge.model import JobRequest
-from tests.adapters import new_job_id, until
+from tests.adapters import build_request, new_job_id, until
 
 __all__ = ["LocalHarness", "stop_jobs"]
 
@@ -31,11 +31,7 @@ class LocalHarness:
         self._blocker: str | None = None
 
     def request(self, **overrides: Any) -> JobRequest:
-        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        return JobRequest(target=_TARGET, **fields)
+        return build_request(_TARGET, overrides)
 
     def queued_job(self, **overrides: Any) -> str:
         """Queue behind a long job that holds the only slot until :meth:`release`."""

@@ -20,15 +20,15 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters._ssh import Completed, SshConnection
 from adapters.lsf import LsfAdapter
 from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, Resources
-from tests.adapters import CountingTransport, until
+from hpcbridge.model import JobRequest
+from tests.adapters import CountingTransport, build_request, until
 from tests.emulators.lsf import LsfEmulator
 from tests.services.sshd import SshServer, generate_key
 
@@ -71,13 +71,7 @@ class _LsfHarness:
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: ``true`` as a command, unless a script is given."""
-        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        if isinstance(fields.get("resources"), Mapping):
-            fields["resources"] = Resources.from_dict(fields["resources"])
-        return JobRequest(target=self.target, **fields)
+        return build_request(self.target, overrides)
 
     def queued_job(self, **overrides: Any) -> str:
         native_id = self.adapter.submit(self.request(**{**overrides, "queue": "held"}),

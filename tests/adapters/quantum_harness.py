@@ -9,7 +9,6 @@ others.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import httpx
 
 from adapters.quantum import IbmQuantumAdapter
 from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, Resources
-from tests.adapters import CountingTransport
+from hpcbridge.model import JobRequest
+from tests.adapters import CountingTransport, build_request
 from tests.adapters.flux_harness import secret_file
 from tests.emulators.ibm_quantum import IbmQuantumRuntimeEmulator
 
@@ -78,14 +77,7 @@ class QuantumHarness:
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: the Bell circuit, unless a script or command is given."""
-        fields: dict[str, Any] = {} if {"script", "command"} & set(overrides) \
-            else {"script": BELL}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        if isinstance(fields.get("resources"), Mapping):
-            fields["resources"] = Resources.from_dict(fields["resources"])
-        return JobRequest(target=_TARGET, **fields)
+        return build_request(_TARGET, overrides, {"script": BELL})
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit a job that the emulator keeps Queued until :meth:`release`."""

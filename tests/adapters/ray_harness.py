@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import httpx
 
 from adapters.ray import RayJobsAdapter
 from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, Resources, State
-from tests.adapters import CountingTransport, new_job_id, until, wait_for
+from hpcbridge.model import JobRequest, State
+from tests.adapters import CountingTransport, build_request, new_job_id, until, wait_for
 from tests.services.ray_head import RayHead
 
 __all__ = ["RayHarness"]
@@ -78,13 +77,7 @@ class RayHarness:
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: ``true`` as a command, unless a script is given."""
-        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        if isinstance(fields.get("resources"), Mapping):
-            fields["resources"] = Resources.from_dict(fields["resources"])
-        return JobRequest(target=_TARGET, **fields)
+        return build_request(_TARGET, overrides)
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit ``request(**overrides)`` asking for every CPU of the head, behind a job

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import httpx
 
 from adapters.slurm import SlurmRestAdapter
 from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, Resources
-from tests.adapters import CountingTransport, until
+from hpcbridge.model import JobRequest
+from tests.adapters import CountingTransport, build_request, cancel_until_gone
 from tests.services.slurm import SlurmCluster, hs256_token
 
 __all__ = ["SlurmHarness"]
@@ -83,13 +82,7 @@ class SlurmHarness:
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: ``true`` as a command, unless a script is given."""
-        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        if isinstance(fields.get("resources"), Mapping):
-            fields["resources"] = Resources.from_dict(fields["resources"])
-        return JobRequest(target=_TARGET, **fields)
+        return build_request(_TARGET, overrides)
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit ``request(**overrides)`` so that it stays QUEUED; return its native id.
@@ -117,9 +110,7 @@ class SlurmHarness:
             return [job.job_id for job in self.cluster.jobs()
                     if job.job_id not in self._known and job.state in _ACTIVE]
 
-        for native_id in active():
-            self.adapter.cancel(native_id)
-        until(lambda: not active(), self.wait_s, lambda: f"jobs still active: {active()}")
+        cancel_until_gone(self.adapter, active, self.wait_s)
         self.adapter.close()
 
 

@@ -7,15 +7,15 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters._ssh import Completed, SshConnection
 from adapters.slurm_ssh import SlurmSshAdapter
 from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, Resources
-from tests.adapters import until
+from hpcbridge.model import JobRequest
+from tests.adapters import build_request, cancel_until_gone
 from tests.services.slurm import SlurmCluster
 from tests.services.sshd import SshServer, generate_key
 
@@ -104,13 +104,7 @@ class SlurmSshHarness:
 
     def request(self, **overrides: Any) -> JobRequest:
         """A minimal valid request: ``true`` as a command, unless a script is given."""
-        fields: dict[str, Any] = {} if "script" in overrides else {"command": ("true",)}
-        fields.update(overrides)
-        if fields.get("command") is not None:
-            fields["command"] = tuple(fields["command"])
-        if isinstance(fields.get("resources"), Mapping):
-            fields["resources"] = Resources.from_dict(fields["resources"])
-        return JobRequest(target=_TARGET, **fields)
+        return build_request(_TARGET, overrides)
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit to the cluster's DOWN partition, where Slurm keeps a job waiting;
@@ -133,7 +127,5 @@ class SlurmSshHarness:
             return [job.job_id for job in self.cluster.jobs()
                     if job.job_id not in self._known and job.state in _ACTIVE]
 
-        for native_id in active():
-            self.adapter.cancel(native_id)
-        until(lambda: not active(), self.wait_s, lambda: f"jobs still active: {active()}")
+        cancel_until_gone(self.adapter, active, self.wait_s)
         self.adapter.close()
