@@ -61,7 +61,7 @@ def test_a_tick_skips_a_target_another_tick_holds(bridge: DevStack, store: Store
 
 def test_a_vanished_job_goes_unknown_then_lost(bridge: DevStack, store: Store,
                                                local_targets: dict) -> None:
-    job_id = submitted(bridge, {"target": "local", "command": ["sleep", "5"]})
+    job_id = submitted(bridge, {"target": "local", "command": ["sleep", "20"]})
     tick_until(bridge, store, job_id, "RUNNING")
     shutil.rmtree(Path(local_targets["local"]["workdir"]) / "jobs" / job_id)  # purged
     tick(bridge)

@@ -4,6 +4,7 @@ emulator in place of a cluster, and the real Slurm cluster behind them."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,9 +69,12 @@ def pod_exists(kube: KubeApiEmulator, job_id: str) -> bool:
 
 def test_a_slurm_job_is_mirrored_from_submission_to_success(
         mirrored: DevStack, store: Store, kube: KubeApiEmulator,
-        core: client.CoreV1Api) -> None:
-    job_id = submitted(mirrored, {"target": "hpc", "labels": {"team": "physics"},
-                                  "script": "#!/bin/sh\nsleep 1\necho the answer is 42\n"})
+        core: client.CoreV1Api, slurm_cluster: SlurmCluster) -> None:
+    go = slurm_cluster.workdir / f"go-{uuid.uuid4().hex[:8]}"  # the job ends once it exists
+    job_id = submitted(mirrored, {
+        "target": "hpc", "labels": {"team": "physics"},
+        "script": f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.1; done\n"
+                  "echo the answer is 42\n"})
     proxy = pod(core, job_id)
     labels = proxy["metadata"]["labels"]
     assert labels[MANAGED_BY[0]] == MANAGED_BY[1] and labels[JOB_ID_LABEL] == job_id
@@ -86,6 +90,7 @@ def test_a_slurm_job_is_mirrored_from_submission_to_success(
     running = pod(core, job_id)["status"]
     assert running["phase"] == "Running"
     assert running["containerStatuses"][0]["state"]["running"]["startedAt"]
+    go.touch()
 
     status = tick_until(mirrored, store, job_id, "SUCCEEDED")
     done = pod(core, job_id)
