@@ -28,8 +28,10 @@ __all__ = [
     "SUBMITTED",
     "TICK",
     "CloudEvent",
+    "dumps",
     "encode",
     "event_data",
+    "loads",
     "parse",
     "rejected_event",
     "status_event",
@@ -55,11 +57,26 @@ def type_for_state(state: State) -> str:
 
 
 def parse(headers: Mapping[str, str], body: bytes) -> CloudEvent:
-    """A CloudEvent from an HTTP request in binary or structured mode."""
+    """A CloudEvent from an HTTP request in binary or structured mode.
+
+    What is wrong is named: a missing or empty required attribute by its name, a body
+    that is not JSON as such; the SDK's own words only for what it alone can tell.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    if "ce-specversion" in lowered:  # binary mode: the attributes are headers
+        for name in ("id", "source", "type"):
+            if f"ce-{name}" not in lowered:
+                raise RequestError(name, f"is required (the ce-{name} header)")
     try:
-        return from_http(dict(headers), body)
+        event = from_http(lowered, body)
     except cloudevents.exceptions.GenericException as exc:
         raise RequestError(None, f"not a CloudEvent: {exc}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(None, "the event body is not valid UTF-8 JSON") from None
+    for name in ("id", "source", "type"):
+        if not event.get(name):
+            raise RequestError(name, "must not be empty")
+    return event
 
 
 def event_data(event: CloudEvent, *, required: bool = True) -> Any:
@@ -132,6 +149,17 @@ def rejected_event(source: str, error: RequestError, cause: CloudEvent | None,
     if job_id:
         attributes["subject"] = job_id
     return CloudEvent(attributes, {"error": error.message, "field": error.field})
+
+
+def dumps(event: CloudEvent) -> str:
+    """``event`` as one JSON string (structured mode), to keep it for later."""
+    return json.dumps({**event.get_attributes(), "data": event.data}, default=str)
+
+
+def loads(text: str) -> CloudEvent:
+    document = json.loads(text)
+    data = document.pop("data", None)
+    return CloudEvent(document, data)
 
 
 def encode(event: CloudEvent) -> tuple[dict[str, str], bytes]:

@@ -42,13 +42,16 @@ def respond(request: flask.Request, handler: Handler) -> flask.Response:
         log.error("bad configuration: %s", exc)
         return flask.Response(f"unavailable, the bridge is misconfigured: {exc}\n", 503,
                               mimetype="text/plain")
-    if (request.content_length or 0) > settings.max_event_bytes:
+    # Read one byte past the limit, whatever Content-Length says (or a chunked request
+    # does not say): an oversized event is refused without being read whole.
+    body = request.stream.read(settings.max_event_bytes + 1)
+    if len(body) > settings.max_event_bytes:
         return _rejected(settings, RequestError(None, f"the event is larger than "
                                                       f"{settings.max_event_bytes} bytes"), None,
                          413)
     event = None
     try:
-        event = events.parse(request.headers, request.get_data(cache=False))
+        event = events.parse(request.headers, body)
         reply = handler(Bridge.shared(), event)
     except RequestError as error:
         log.info("rejected: %s", error, extra=_context(event, "rejected"))

@@ -107,6 +107,18 @@ def job_id_for_event(source: str, event_id: str) -> str:
     return f"j-{digest[:24]}"
 
 
+def _unicode(value: str, field: str) -> str:
+    """``value`` if it is text that UTF-8 can carry (no lone surrogates, no NUL)."""
+    if "\x00" in value:
+        raise RequestError(field, "must not contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(field, "must be valid Unicode text (it has a lone surrogate)") \
+            from None
+    return value
+
+
 def _string(data: Mapping[str, Any], field: str, *, pattern: re.Pattern[str] | None = None,
             limit: int = 4096) -> str | None:
     value = data.get(field)
@@ -116,8 +128,7 @@ def _string(data: Mapping[str, Any], field: str, *, pattern: re.Pattern[str] | N
         raise RequestError(field, "must be a string")
     if not value or len(value) > limit:
         raise RequestError(field, f"must be 1 to {limit} characters")
-    if "\x00" in value:
-        raise RequestError(field, "must not contain NUL")
+    _unicode(value, field)
     if pattern is not None and not pattern.match(value):
         raise RequestError(field, "has characters that are not allowed")
     return value
@@ -135,8 +146,9 @@ def _string_map(value: Any, field: str, key_pattern: re.Pattern[str],
             raise RequestError(f"{field}.{key}", "is not an allowed key")
         if not isinstance(item, str):
             raise RequestError(f"{field}.{key}", "must be a string")
-        if "\x00" in item or len(item) > 32768:
-            raise RequestError(f"{field}.{key}", "must be under 32 KiB without NUL")
+        if len(item) > 32768:
+            raise RequestError(f"{field}.{key}", "must be under 32 KiB")
+        _unicode(item, f"{field}.{key}")
         if value_pattern is not None and not value_pattern.match(item):
             raise RequestError(f"{field}.{key}", "is not an allowed value")
         result[key] = item
@@ -212,15 +224,19 @@ class JobRequest:
         script = data.get("script")
         if script is not None and (not isinstance(script, str) or not script.strip()):
             raise RequestError("script", "must be a non-empty string")
-        if script is not None and (len(script) > _MAX_SCRIPT or "\x00" in script):
-            raise RequestError("script", "must be under 1 MiB without NUL")
+        if script is not None and len(script) > _MAX_SCRIPT:
+            raise RequestError("script", "must be under 1 MiB")
+        if script is not None:
+            _unicode(script, "script")
         command = data.get("command")
         if command is not None:
             if (not isinstance(command, list) or not command
                     or not all(isinstance(a, str) for a in command)):
                 raise RequestError("command", "must be a non-empty list of strings")
-            if any("\x00" in a for a in command) or sum(map(len, command)) > _MAX_SCRIPT:
-                raise RequestError("command", "must be under 1 MiB without NUL")
+            if sum(map(len, command)) > _MAX_SCRIPT:
+                raise RequestError("command", "must be under 1 MiB")
+            for argument in command:
+                _unicode(argument, "command")
             if not command[0]:
                 raise RequestError("command", "must start with a program name")
             command = tuple(command)

@@ -230,9 +230,17 @@ class Bridge:
         """A tick: ask every target once about all its active jobs and record what changed."""
         _expect_type(event, events.TICK, events.PING)
         names = list(self.targets)
+        # A PingSource's data is whatever its manifest says; a tick's is ours to check.
         data = events.event_data(event, required=False) if event["type"] == events.TICK else None
-        if isinstance(data, Mapping) and data.get("targets") is not None:
-            names = _target_names(data["targets"], self.targets)
+        if data is not None:
+            if not isinstance(data, Mapping):
+                raise RequestError(None, "the tick's data must be absent or an object "
+                                   "{\"targets\": [...]}")
+            unknown = set(data) - {"targets"}
+            if unknown:
+                raise RequestError(sorted(unknown)[0], "is not a known field")
+            if data.get("targets") is not None:
+                names = _target_names(data["targets"], self.targets)
         started = time.perf_counter()
         report = TickReport()
         for name in names:
@@ -246,7 +254,7 @@ class Bridge:
                             extra={"target": name})
         if self.mirror is not None:
             self._tend_mirror(names, report)
-        self.emitter.emit(report.events)
+        self._emit(report.events)
         metrics.TICK_SECONDS.observe(time.perf_counter() - started)
         return Reply(None, "ticked", detail=report.summary())
 
@@ -324,6 +332,15 @@ class Bridge:
         self.store.release_claim(job.job_id, token, job.claim_until)
         return []
 
+    def _emit(self, fresh: list[CloudEvent]) -> None:
+        """Send what the sink refused before, then this tick's events; keep what it
+        refuses now for the next tick (at least once, in order)."""
+        if self.emitter.sink is None:
+            return
+        kept = [events.loads(text) for text in self.store.take_undelivered()]
+        undelivered = self.emitter.emit([*kept, *fresh])
+        self.store.keep_undelivered([events.dumps(event) for event in undelivered])
+
     # -- cancel -------------------------------------------------------------------------
 
     def cancel(self, event: CloudEvent) -> Reply:
@@ -358,6 +375,11 @@ class Bridge:
             job = self.store.load(job_id)
             if job is None or not self._same_namespace(job, namespace):
                 return Reply(None, "unknown-job")
+            if job.status.state is State.CANCELLED:
+                # A redelivery: the same answer again, so the cancel is announced even
+                # if the first answer was lost with the process that gave it.
+                return Reply(events.status_event(self.settings.source, job.status,
+                                                 trace=job.trace), "already-cancelled")
             if job.status.state.terminal:
                 return Reply(None, "already-finished")
             adapter = self.targets.adapter(job.status.target)

@@ -8,6 +8,7 @@ Keys (all under one prefix, ``hpcbridge:`` by default):
     jobs              sorted set: every job id by submission time
     lease:<target>    string with a TTL: who is polling that target now
     reachable:<target> "1" or "0": whether the target answered the last tick
+    outbox            list: serialized events the sink refused, sent again at the next tick
     unmirrored        set: jobs changed since the Kubernetes mirror last showed them (kept
                       only when the mirror is on; each change adds its job atomically)
 
@@ -351,6 +352,22 @@ class Store:
             before = self._redis.set(self._key("reachable", target), "1" if reachable else "0",
                                      get=True)
         return None if before is None else before == "1"
+
+    def keep_undelivered(self, events: Sequence[str], limit: int = 100_000) -> None:
+        """Keep serialized events the sink refused, to send again (oldest dropped past
+        ``limit``: the states themselves are in the job records)."""
+        if not events:
+            return
+        with self._errors():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.rpush(self._key("outbox"), *events)
+            pipe.ltrim(self._key("outbox"), -limit, -1)
+            pipe.execute()
+
+    def take_undelivered(self, count: int = 1000) -> list[str]:
+        """Up to ``count`` kept events, oldest first, removed from the store."""
+        with self._errors():
+            return list(self._redis.lpop(self._key("outbox"), count) or [])
 
     def release_lease(self, target: str, token: str) -> None:
         with self._errors():

@@ -162,7 +162,7 @@ def cancel_scenario(healthy: Stack, kube: KubeApiEmulator, point: str, base: Pat
                                                          event_id=event_id))
         answer = deliver(healthy.cancel_url, event_type, data, event_id=event_id)
         assert answer.status_code == 200, answer.text
-        assert answer.headers["hpcbridge-outcome"] in ("cancelled", "already-finished")
+        assert answer.headers["hpcbridge-outcome"] in ("cancelled", "already-cancelled")
         converge(healthy, {job_id: "CANCELLED"}, lambda j: local_done(workdir, j),
                  also=lambda: mirror_disagrees(kube, healthy, [job_id]))
         record = json.loads((workdir / "jobs" / job_id / "exit.json").read_text())
@@ -174,19 +174,11 @@ def cancel_scenario(healthy: Stack, kube: KubeApiEmulator, point: str, base: Pat
     announced(healthy, job_id, "CANCELLED", [started, answer])
 
 
-_CANCELLED_UNANNOUNCED = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="GAP: a cancel killed after Redis recorded CANCELLED is never announced: the "
-           "redelivery answers 200 'already-finished' with no event, and poll emits "
-           "nothing for a job that is already terminal in Redis, so no "
-           "hpcbridge.job.cancelled ever reaches the pipeline")
 
 
 def _fault_cases() -> Iterator[Any]:
     for point in fault_points():
-        marks = [_CANCELLED_UNANNOUNCED] if point in (
-            "cancel.after_record", "cancel.before_pod_finished") else []
-        yield pytest.param(point, id=point, marks=marks)
+        yield pytest.param(point, id=point)
 
 
 def test_every_fault_point_has_a_scenario() -> None:
@@ -439,12 +431,6 @@ def test_the_kubernetes_api_away_for_a_while_loses_nothing(
 # -- the event sink refusing ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="GAP: a transition event the sink (K_SINK, the Broker) refuses is dropped for "
-           "good: Emitter.emit logs it and goes on, Redis already holds the new state, so "
-           "no later tick sends it again and a pipeline waiting for the job's end never "
-           "hears it")
 def test_a_transition_event_the_sink_refused_is_sent_again(mirrored: Stack) -> None:
     stack = mirrored
     workdir = Path(stack.targets["local"]["workdir"])
