@@ -236,8 +236,9 @@ def test_the_functions_take_the_examples_of_what_pipelines_send(doc_stack: DevSt
         assert ticked.status_code == 200, ticked.text
         assert ticked.headers["Hpcbridge-Outcome"] == "ticked"
 
-    # The proxy pod events name the same job, by now over: recognised, not ignored.
+    # The proxy pod events name the same job, by now cancelled: the same answer again.
     for event_type in (events.APISERVER_UPDATE, events.APISERVER_DELETE):
         answer = deliver(doc_stack, event_type)
         assert (answer.status_code, answer.headers["Hpcbridge-Outcome"]) == (
-            200, "already-finished"), answer.text
+            200, "already-cancelled"), answer.text
+        assert answer.content == cancelled.content
