@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,7 +73,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(jobs: int = 200, rounds: int = 4) -> dict[str, float]:
+def run(jobs: int = 200, rounds: int = 4) -> dict[str, Any]:
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, SlurmCluster() as cluster:
         redis = RedisServer(Path(tmp) / "redis").start()
         token_file = Path(tmp) / "token"
@@ -116,16 +118,26 @@ def run(jobs: int = 200, rounds: int = 4) -> dict[str, float]:
             "bridge_per_s": bridge_rate, "ratio": bridge_rate / direct_rate,
             "bridge_p50_ms": 1000 * statistics.median(bridged),
             "bridge_p99_ms": 1000 * _percentile(bridged, 0.99),
-            "direct_p50_ms": 1000 * statistics.median(direct)}
+            "direct_p50_ms": 1000 * statistics.median(direct),
+            "direct_p99_ms": 1000 * _percentile(direct, 0.99),
+            "direct_ms": [1000 * v for v in direct], "bridge_ms": [1000 * v for v in bridged],
+            "runtime_s": time.monotonic() - started}
 
 
-def main() -> None:
-    r = run()
-    print(f"sequential submits, {r['jobs_each']} jobs each, real Slurm 22.05 slurmrestd: "
-          f"direct {r['direct_per_s']:.0f}/s, through the submit function "
-          f"{r['bridge_per_s']:.0f}/s, ratio {r['ratio']:.2f}")
-    print(f"latency event -> native id: p50 {r['bridge_p50_ms']:.1f} ms, "
-          f"p99 {r['bridge_p99_ms']:.1f} ms (direct p50 {r['direct_p50_ms']:.1f} ms)")
+def lines(r: dict[str, Any]) -> list[str]:
+    return [f"sequential submits, {r['jobs_each']} jobs each, real Slurm slurmrestd: "
+            f"direct {r['direct_per_s']:.0f}/s, through the submit function "
+            f"{r['bridge_per_s']:.0f}/s, ratio {r['ratio']:.2f}",
+            f"latency event -> native id: p50 {r['bridge_p50_ms']:.1f} ms, "
+            f"p99 {r['bridge_p99_ms']:.1f} ms (direct p50 {r['direct_p50_ms']:.1f} ms, "
+            f"p99 {r['direct_p99_ms']:.1f} ms)"]
+
+
+def main() -> dict[str, Any]:
+    result = run()
+    for line in lines(result):
+        print(line)
+    return result
 
 
 if __name__ == "__main__":
