@@ -49,9 +49,17 @@ def machine() -> dict[str, Any]:
         "slurm": _run("slurmctld", "-V"),
         "redis": _run("redis-server", "--version").split(" sha=")[0],
         "hiredis": _hiredis(),
-        "commit": _run("git", "-C", str(ROOT), "describe", "--always", "--dirty"),
+        "commit": _commit(),
         "load_start": os.getloadavg(),
     }
+
+
+def _commit() -> str:
+    """HEAD, marked when the code measured (not docs or packaging) has local changes."""
+    head = _run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    changed = _run("git", "-C", str(ROOT), "status", "--porcelain", "--", "bench",
+                   "hpcbridge", "adapters", "functions")
+    return f"{head} with local changes" if changed else head
 
 
 def _hiredis() -> bool:
