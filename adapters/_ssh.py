@@ -11,7 +11,9 @@ refuses the ones neither it nor this module knows) and then:
   user data is never shell syntax there. The login shell must be a POSIX one (sh, bash,
   dash, ksh, zsh); csh and tcsh quote differently and are not supported.
 * :meth:`SshConnection.write_file`, :meth:`SshConnection.read_file` and
-  :meth:`SshConnection.make_dirs` move files over SFTP, with no shell involved.
+  :meth:`SshConnection.make_dirs` move files over SFTP, with no shell involved;
+  :meth:`SshConnection.read_confined` reads a job's output file, never one outside the
+  directory it names.
 
 Settings read here:
 
@@ -48,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import posixpath
 import select
 import shlex
 import socket
@@ -60,7 +63,13 @@ from typing import Any, Self, TypeVar
 import paramiko
 
 from adapters import _settings
-from adapters.base import AuthenticationFailed, ConfigError, ManagerUnavailable
+from adapters.base import (
+    AuthenticationFailed,
+    ConfigError,
+    ManagerUnavailable,
+    OutputMissing,
+    OutputTooLarge,
+)
 from hpcbridge.credentials import Credential, CredentialError
 
 __all__ = ["MAX_COMMANDS", "SSH_SETTINGS", "Completed", "SshConnection"]
@@ -227,6 +236,48 @@ class SshConnection:
         if tail_lines is None:
             return text
         return "".join(text.splitlines(keepends=True)[-tail_lines:]) if tail_lines > 0 else ""
+
+    def read_confined(self, root: str, relative: str, limit: int) -> bytes:
+        """The bytes of the remote file ``root/relative``, at most ``limit`` of them.
+
+        ``root`` may be relative: to the directory SFTP sessions start in, the user's
+        home. The server resolves both paths (SFTP realpath, symlinks included), and a
+        file whose real path leaves ``root`` is refused. So is anything but a regular file
+        (checked with lstat, which also refuses a symlink a server left unresolved), before
+        it is opened: a FIFO would block. Raises :class:`~adapters.base.OutputMissing` and
+        :class:`~adapters.base.OutputTooLarge` (past ``limit``, not read).
+        """
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            try:
+                base = sftp.normalize(root)
+                full = sftp.normalize(posixpath.join(base, relative))
+            except (FileNotFoundError, NotADirectoryError):
+                raise OutputMissing(f"{relative}: no such file") from None
+            except PermissionError:
+                raise OutputMissing(f"{relative}: cannot be read (permission denied)") \
+                    from None
+            if not _inside(full, base):
+                raise OutputMissing(f"{relative}: leads outside the job's working directory")
+            try:
+                info = sftp.lstat(full)
+                if info.st_mode is None or not stat.S_ISREG(info.st_mode):
+                    raise OutputMissing(f"{relative}: not a regular file")
+                size = info.st_size or 0
+                if size > limit:
+                    raise OutputTooLarge(relative, size, limit)
+                with sftp.open(full, "rb") as handle:
+                    handle.prefetch(size)
+                    data = handle.read(limit + 1)
+            except FileNotFoundError:
+                raise OutputMissing(f"{relative}: no such file") from None
+            except PermissionError:
+                raise OutputMissing(f"{relative}: cannot be read (permission denied)") \
+                    from None
+            if len(data) > limit:  # it grew since the lstat
+                raise OutputTooLarge(relative, len(data), limit)
+            return data
+
+        return self._sftp_call(read, f"read {posixpath.join(root, relative)}")
 
     def make_dirs(self, path: str, mode: int = 0o700) -> None:
         """Create the remote directory ``path`` and its missing parents, like mkdir -p."""
@@ -408,6 +459,11 @@ def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
     except FileNotFoundError:
         return False
     return mode is not None and stat.S_ISDIR(mode)
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether the normalized ``path`` is ``directory`` or lies under it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _tail(handle: paramiko.SFTPFile, lines: int) -> bytes:

@@ -23,6 +23,9 @@ __all__ = [
     "ManagerRejected",
     "ManagerUnavailable",
     "Observation",
+    "OutputMissing",
+    "OutputReader",
+    "OutputTooLarge",
 ]
 
 
@@ -44,6 +47,19 @@ class AuthenticationFailed(ManagerRejected):
     Unlike other refusals this says nothing about the job, so the functions answer 503
     and the request is retried once the credential is fixed.
     """
+
+
+class OutputMissing(AdapterError):
+    """A named output file is not there, is not a regular file, or lies outside the
+    job's working directory."""
+
+
+class OutputTooLarge(AdapterError):
+    """A named output file is larger than the caller's limit; it was not read."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path} has {size} bytes, more than the limit of {limit}")
+        self.size = size
 
 
 class ConfigError(AdapterError):
@@ -72,6 +88,8 @@ class Capabilities:
     report_capacity: bool = False
     #: Runs ``command`` and shell ``script`` jobs; a quantum service runs circuits instead.
     runs_commands: bool = True
+    #: Reads a finished job's files (:class:`OutputReader`), for ``outputs`` requests.
+    collect_outputs: bool = False
 
 
 @runtime_checkable
@@ -104,3 +122,18 @@ class Adapter(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@runtime_checkable
+class OutputReader(Protocol):
+    """An adapter that can read the files a job left (``Capabilities.collect_outputs``)."""
+
+    def read_output(self, native_id: str, job_id: str, request: JobRequest, path: str,
+                    limit: int) -> bytes:
+        """The file ``path``, relative to the working directory the job ran in (the
+        ``request``'s, else the one the adapter chose for ``job_id`` at submission).
+
+        Raises :class:`OutputMissing` for a missing or non-regular file or one whose real
+        path leaves the working directory (a symlink), :class:`OutputTooLarge` past
+        ``limit`` bytes, :class:`ManagerUnavailable` when the files cannot be reached now.
+        """

@@ -49,6 +49,8 @@ e.g. ``RUN`` or ``INACTIVE,TIMEOUT``. A job Flux has purged is absent.
 the number of jobs asked about. The server builds that answer from every job Flux still
 keeps, one record each, so its cost grows with the inactive jobs the instance keeps:
 let Flux purge them (``job-manager.inactive-age-limit``).
+
+Output files (``outputs``) are not collected: flux-restful-api has no file access.
 """
 
 from __future__ import annotations

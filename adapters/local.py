@@ -13,7 +13,9 @@ The embedded default target, in the spirit of PSI/J's local executor. Settings:
     Seconds between SIGTERM and SIGKILL when a job is cancelled or reaches its time
     limit, by default 5.
 
-A job is a directory ``<workdir>/jobs/<job id>/`` and its native id is the job id. The
+A job is a directory ``<workdir>/jobs/<job id>/`` and its native id is the job id. It
+runs in the request's ``working_dir``, else in that directory, and the files a request
+names in ``outputs`` are read from there (:meth:`LocalAdapter.read_output`). The
 directory is staged under a temporary name and renamed into place, so a job is visible
 only once complete and two submits of one job id make one job (which is also how
 :meth:`LocalAdapter.find_by_tag` works). A detached runner (:mod:`adapters._local_runner`)
@@ -70,6 +72,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from adapters import _local_runner
+from adapters._files import read_confined
 from adapters._local_runner import (
     CANCEL,
     CONTROL,
@@ -97,6 +100,7 @@ from adapters.base import (
     ManagerRejected,
     ManagerUnavailable,
     Observation,
+    OutputMissing,
 )
 from hpcbridge.model import JobRequest, Reason, RequestError, State, validate_job_id
 
@@ -116,7 +120,8 @@ class LocalAdapter:
     """Jobs as processes on this machine, supervised by detached runners."""
 
     kind: ClassVar[str] = "local"
-    capabilities: ClassVar[Capabilities] = Capabilities(report_capacity=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(report_capacity=True,
+                                                        collect_outputs=True)
 
     def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
         unknown = sorted(set(settings) - _SETTINGS)
@@ -185,6 +190,18 @@ class LocalAdapter:
             except FileNotFoundError:
                 return ""
         return data.decode("utf-8", errors="replace")
+
+    def read_output(self, native_id: str, job_id: str, request: JobRequest, path: str,
+                    limit: int) -> bytes:
+        """``path`` under the directory the job ran in, as :meth:`_stage` chose it."""
+        if request.working_dir is not None:
+            root = Path(request.working_dir)
+        elif (jobdir := self._job_dir(job_id)) is not None:
+            root = jobdir
+        else:
+            raise OutputMissing(f"{path}: {job_id!r} is not a valid job id")
+        with self._unavailable():
+            return read_confined(root, path, limit)
 
     def find_by_tag(self, job_id: str) -> str | None:
         jobdir = self._job_dir(job_id)

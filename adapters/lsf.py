@@ -50,6 +50,11 @@ With ``transport: ssh``:
     every other one), then running the LSF command. Without it the commands must be on
     the ``PATH`` of a non-interactive SSH session.
 
+The files a request names in ``outputs`` are read over SFTP, with the user's rights and
+never outside the job's working directory (the request's, else ``working_dir``, else the
+user's home, where the SSH session that ran bsub started). With ``transport: web`` they
+are not collected.
+
 Commands run with ``TZ=UTC0`` so that the times bjobs prints are read without guessing
 the login node's time zone. The job script reaches the cluster over SFTP and bsub runs
 it as ``/bin/sh <path>``; the login shell must be a POSIX one.
@@ -105,6 +110,7 @@ from adapters.base import (
     ManagerRejected,
     ManagerUnavailable,
     Observation,
+    OutputMissing,
 )
 from hpcbridge.credentials import Credential, CredentialError, redact
 from hpcbridge.model import JobRequest, RequestError, Resources, validate_job_id
@@ -145,10 +151,14 @@ class _Way(Protocol):
 
 
 class LsfAdapter:
-    """One LSF cluster, behind its Application Center or a login node."""
+    """One LSF cluster, behind its Application Center or a login node.
+
+    Its capabilities depend on the transport (only ``ssh`` reads a job's files), so they
+    are the instance's, set by :meth:`__init__`.
+    """
 
     kind: ClassVar[str] = "lsf"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities
 
     def __init__(self, name: str, settings: Mapping[str, Any], *,
                  transport: httpx.BaseTransport | None = None,
@@ -168,6 +178,7 @@ class LsfAdapter:
             if "working_dir" in settings else None
         self._way: _Way = _Web(name, settings, password, transport) if way == "web" \
             else _Ssh(name, settings, connection)
+        self.capabilities = Capabilities(collect_outputs=isinstance(self._way, _Ssh))
         self._submitted = _settings.Submissions()
 
     # --- the protocol ------------------------------------------------------------------
@@ -209,6 +220,16 @@ class LsfAdapter:
         if not lsf_api.is_job_id(native_id):
             raise AdapterError(f"target {self.name!r}: {native_id!r} is not an LSF job id")
         return self._way.output(native_id, tail)
+
+    def read_output(self, native_id: str, job_id: str, request: JobRequest, path: str,
+                    limit: int) -> bytes:
+        """``path`` in the job's working directory, over SFTP (``transport: ssh`` only)."""
+        if not isinstance(self._way, _Ssh):
+            raise OutputMissing(f"{path}: target {self.name!r} (transport web) cannot read "
+                                "a job's files")
+        # "." is where SFTP sessions start, the user's home, where bsub ran.
+        root = request.working_dir or self._working_dir or "."
+        return self._way.read_confined(root, path, limit)
 
     def find_by_tag(self, job_id: str) -> str | None:
         try:
@@ -465,6 +486,9 @@ class _Ssh:
         if done.exit_status != 0:
             return ""
         return _tail(_PEEK_HEADER.sub("", done.stdout), tail)
+
+    def read_confined(self, root: str, relative: str, limit: int) -> bytes:
+        return self._ssh.read_confined(root, relative, limit)
 
     def close(self) -> None:
         self._ssh.close()

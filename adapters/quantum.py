@@ -38,6 +38,8 @@ only while some asked-for job is still missing (at most 20 pages): one request w
 jobs asked about are among the latest 200. :meth:`find_by_tag` lists by the job's own
 tag. :meth:`logs` is the service's job log followed by the result: per PUB and
 register, the shots and the counts of each bitstring.
+
+Output files (``outputs``) are not collected: the service runs circuits, not files.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ once, and from any process, the adapter also records it in Ray as a trivial job 
 
 Logs are Ray's log of the entrypoint without Ray's own lines; Ray reads it with universal
 newlines, so a ``\\r`` in the output reads as ``\\n``.
+
+Output files (``outputs``) are not collected: the Ray Jobs API has no file access.
 """
 
 from __future__ import annotations

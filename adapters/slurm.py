@@ -15,6 +15,13 @@ Settings of a ``kind: slurm`` target (unknown keys are an error):
     so the bridge sees job logs only when the directory is mounted at the same path.
 ``working_dir``
     The jobs' working directory when a request names none (default: ``output_dir``).
+``outputs_root``
+    An absolute directory on the cluster's shared file system, mounted in the bridge at
+    the same path (default: ``working_dir``, else ``output_dir``). The files a request
+    names in ``outputs`` are read from the job's working directory through that mount,
+    with the bridge's own rights, not the job user's: so they are read only when that
+    directory (symlinks resolved) lies inside ``outputs_root``, never from anywhere a
+    request's ``working_dir`` points to.
 ``partition``
     The partition when a request names no ``queue`` (default: the cluster's default).
 ``api_version``
@@ -54,6 +61,7 @@ from urllib.parse import quote
 import httpx
 
 from adapters import _http, _settings, slurm_api
+from adapters._files import read_confined
 from adapters.base import (
     AdapterError,
     AuthenticationFailed,
@@ -62,6 +70,7 @@ from adapters.base import (
     ManagerRejected,
     ManagerUnavailable,
     Observation,
+    OutputMissing,
 )
 from hpcbridge.credentials import CredentialError
 from hpcbridge.model import JobRequest
@@ -72,7 +81,7 @@ log = logging.getLogger(__name__)
 
 _SETTINGS = frozenset({
     "kind", "url", "user", "token_file", "token_env", "output_dir", "working_dir",
-    "partition", "api_version", "timeout_s",
+    "outputs_root", "partition", "api_version", "timeout_s",
 })
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # slurmctld answers 304 to ``update_time=T`` when no job changed in second T or later
@@ -86,11 +95,13 @@ class SlurmRestAdapter:
     """One Slurm cluster behind slurmrestd.
 
     ``logs`` is declared because every job writes to ``output_dir``; reading it needs the
-    directory mounted in the bridge, and :meth:`logs` says so when it is not.
+    directory mounted in the bridge, and :meth:`logs` says so when it is not. The same
+    holds for ``collect_outputs`` and ``outputs_root``.
     """
 
     kind: ClassVar[str] = "slurm"
-    capabilities: ClassVar[Capabilities] = Capabilities(report_capacity=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(report_capacity=True,
+                                                        collect_outputs=True)
 
     def __init__(self, name: str, settings: Mapping[str, Any], *,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -104,6 +115,8 @@ class SlurmRestAdapter:
         self._output_dir = Path(_settings.absolute_path(name, settings, "output_dir"))
         self._working_dir = (Path(_settings.absolute_path(name, settings, "working_dir"))
                              if "working_dir" in settings else self._output_dir)
+        self._outputs_root = (Path(_settings.absolute_path(name, settings, "outputs_root"))
+                              if "outputs_root" in settings else self._working_dir)
         self._partition = _settings.needed(name, settings, "partition") if "partition" in settings \
             else None
         version = settings.get("api_version", "auto")
@@ -187,6 +200,37 @@ class SlurmRestAdapter:
         except OSError as exc:
             raise AdapterError(f"target {self.name!r}: cannot read {path}: "
                                f"{exc.strerror}") from None
+
+    def read_output(self, native_id: str, job_id: str, request: JobRequest, path: str,
+                    limit: int) -> bytes:
+        """``path`` in the job's working directory, read through the bridge's mount and
+        only when that directory lies inside ``outputs_root``."""
+        try:
+            root = self._outputs_root.resolve(strict=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"target {self.name!r}: outputs_root {self._outputs_root} is not visible to "
+                f"the bridge ({exc.strerror}); mount the cluster's directory at that path "
+                "to collect output files") from None
+        working_dir = Path(request.working_dir or self._working_dir)
+        try:
+            real = working_dir.resolve()
+        except RuntimeError:
+            raise OutputMissing(f"{path}: the job's working directory {working_dir} is a "
+                                "symlink loop") from None
+        if not real.is_relative_to(root):
+            raise OutputMissing(
+                f"{path}: the job's working directory {working_dir} is outside "
+                f"outputs_root {self._outputs_root} of target {self.name!r}, the only "
+                "place the bridge reads output files from")
+        try:
+            return read_confined(real, path, limit)
+        except PermissionError:
+            raise OutputMissing(f"{path}: cannot be read by the bridge (permission denied)") \
+                from None
+        except OSError as exc:
+            raise ManagerUnavailable(f"target {self.name!r}: cannot read {path} in "
+                                     f"{working_dir}: {exc.strerror or exc}") from None
 
     def find_by_tag(self, job_id: str) -> str | None:
         comment = f"hpcbridge:{job_id}"

@@ -41,7 +41,9 @@ Jobs: the batch script exports the request's environment, each value quoted so t
 is data whatever it contains, and ``exec``s the command (every argument quoted) or the
 request's script; no value ever reaches a command line. ``sbatch --export=NONE``: the
 job starts from the user's login environment, as Slurm loads it on the node, never from
-the SSH session's. It runs in the request's ``working_dir``, else in its job directory.
+the SSH session's. It runs in the request's ``working_dir``, else in its job directory;
+the files a request names in ``outputs`` are read from there over SFTP, with the user's
+rights, never outside that directory (:meth:`SshConnection.read_confined`).
 Jobs are tagged with the bridge's job id as their name and in their comment
 (``hpcbridge:<job id>``); as with the REST adapter, a job id submitted again through the
 same adapter returns the first job, and :meth:`SlurmSshAdapter.find_by_tag` finds a job
@@ -76,6 +78,7 @@ from adapters.base import (
     ManagerRejected,
     ManagerUnavailable,
     Observation,
+    OutputMissing,
 )
 from hpcbridge.model import JobRequest, RequestError, validate_job_id
 
@@ -99,7 +102,8 @@ class SlurmSshAdapter:
     """One Slurm cluster behind a login node reached over SSH."""
 
     kind: ClassVar[str] = "slurm-ssh"
-    capabilities: ClassVar[Capabilities] = Capabilities(report_capacity=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(report_capacity=True,
+                                                        collect_outputs=True)
 
     def __init__(self, name: str, settings: Mapping[str, Any], *,
                  connection: SshConnection | None = None) -> None:
@@ -204,6 +208,18 @@ class SlurmSshAdapter:
                                        tail_lines=tail)
         except FileNotFoundError:
             return ""  # the job has not started, or wrote nothing yet
+
+    def read_output(self, native_id: str, job_id: str, request: JobRequest, path: str,
+                    limit: int) -> bytes:
+        """``path`` in the job's working directory (as :meth:`submit` chose it), over SFTP."""
+        if request.working_dir is not None:
+            root = request.working_dir
+        else:
+            try:
+                root = f"{self._remote_dir}/{validate_job_id(job_id)}"
+            except RequestError:
+                raise OutputMissing(f"{path}: {job_id!r} is not a valid job id") from None
+        return self._ssh.read_confined(root, path, limit)
 
     def find_by_tag(self, job_id: str) -> str | None:
         try:

@@ -33,6 +33,7 @@ again under cProfile to show where the bridge's own time goes.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import cProfile
 import io
@@ -174,6 +175,11 @@ class _Answer(io.IOBase):
         return self.data
 
     @property
+    def response(self) -> _Answer:
+        """The raw answer, which the client returns when asked not to decode it."""
+        return self
+
+    @property
     def headers(self) -> dict[str, str]:
         return {"content-type": "application/json"}
 
@@ -218,7 +224,7 @@ def seed(store: Store, kube_url: str, jobs: Sequence[tuple[str, str]]) -> None:
         if not store.claim(status, {**request, "job_id": job_id}, token, now + 3600):
             raise RuntimeError(f"{job_id} already recorded")
         store.record_native(job_id, token, native)
-        store.mark_mirrored(job_id, 2)
+    store.mark_mirrored((job_id, 2) for job_id, _ in jobs)
     local = threading.local()
     clients: list[httpx.Client] = []
     lock = threading.Lock()
@@ -576,7 +582,8 @@ def _median(ticks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(steps: Sequence[int] = STEPS, *, steady_ticks: int = 3, full_ticks: int = 3,
-        http_ticks: int = 3, profile: bool = True, log: Any = print) -> dict[str, Any]:
+        http_ticks: int = 3, pod_per_job: bool = True, profile: bool = True,
+        log: Any = print) -> dict[str, Any]:
     rng = random.Random(42)  # noqa: S311 (reproducible sample)
     started = time.monotonic()
     results: dict[str, Any] = {"steps": [], "manager": "real slurmrestd",
@@ -606,8 +613,9 @@ def run(steps: Sequence[int] = STEPS, *, steady_ticks: int = 3, full_ticks: int 
             rig.tick("settle")
             time.sleep(1.1)
             step["steady"] = _median([rig.tick("steady") for _ in range(steady_ticks)])
-            rig.http_tick()  # the function's first tick after new jobs: a full answer
-            time.sleep(1.1)
+            if http_ticks:
+                rig.http_tick()  # the function's first tick after new jobs: a full answer
+                time.sleep(1.1)
             step["http_steady"] = [rig.http_tick() for _ in range(http_ticks)]
             fulls = []
             for _ in range(full_ticks):
@@ -620,13 +628,15 @@ def run(steps: Sequence[int] = STEPS, *, steady_ticks: int = 3, full_ticks: int 
             cancel_in_slurm(rig.cluster, [native for _, native in changed])
             cancelled_at = time.monotonic()
             step["change"] = rig.tick("10% change")
-            known = {native: "PENDING" for _, native in active}
-            step["pod_per_job"] = rig.pod_per_job(active, known)
+            if pod_per_job:
+                known = {native: "PENDING" for _, native in active}
+                step["pod_per_job"] = rig.pod_per_job(active, known)
             gone = set(changed)
             active = [job for job in active if job not in gone]
             log(f"  N={n}: steady {step['steady']['wall_s']:.3f} s, full list "
-                f"{step['full']['wall_s']:.3f} s, 10% change {step['change']['wall_s']:.2f} s; "
-                f"pod-per-job interval {step['pod_per_job']['wall_s']:.2f} s")
+                f"{step['full']['wall_s']:.3f} s, 10% change {step['change']['wall_s']:.2f} s"
+                + (f"; pod-per-job interval {step['pod_per_job']['wall_s']:.2f} s"
+                   if pod_per_job else ""))
 
             if profile and n == max(steps):
                 time.sleep(max(0.0, 6.5 - (time.monotonic() - cancelled_at)))
@@ -709,13 +719,30 @@ def comparison(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(steps: Sequence[int] = STEPS) -> dict[str, Any]:
-    results = run(steps)
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m bench.poll_scaling [N ...] [--quick]``: the ticks of the given N only;
+    ``--quick`` leaves out the poll function over HTTP and the pod-per-job interval, and
+    prints where the profiled ticks spent their time instead."""
+    parser = argparse.ArgumentParser(prog="python -m bench.poll_scaling")
+    parser.add_argument("steps", nargs="*", type=int, metavar="N", default=list(STEPS))
+    parser.add_argument("--quick", action="store_true",
+                        help="only the bridge's in-process ticks (and their profiles)")
+    args = parser.parse_args(argv)
+    results = run(args.steps, http_ticks=0 if args.quick else 3, pod_per_job=not args.quick)
     print(table(results))
     print()
-    print(comparison(results))
+    if args.quick:
+        for key in ("profile_steady", "profile_full", "profile_change"):
+            if key in results:
+                print(f"{key}:")
+                for row in results[key]["categories"]:
+                    print(f"  {row['share']:4.0%}  {row['profiled_s']:6.3f} s  {row['category']}")
+                for row in results[key]["top"]:
+                    print(f"  {row['calls']:>9,}  {row['tottime_s']:6.3f} s  {row['function']}")
+    else:
+        print(comparison(results))
     return results
 
 
 if __name__ == "__main__":
-    main([int(arg) for arg in sys.argv[1:]] or STEPS)
+    main()

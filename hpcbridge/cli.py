@@ -176,6 +176,7 @@ examples:
   hpc-bridge submit --command echo hello           # prints the job id
   hpc-bridge submit --wait --command sh -c 'exit 3'   # follows it; exits 3, like the job
   hpc-bridge submit --target hpc --script job.sh --time-limit 600 --label team=physics
+  hpc-bridge submit --wait --collect result.csv --command ./analyse   # then: outputs JOB
   hpc-bridge submit --file job.yaml --name rerun-7 --wait -o json | jq .exit_code
 
 job.yaml (any JobRequest field: see README, Event contract):
@@ -212,6 +213,9 @@ line shows the state, native state and elapsed time, elsewhere a row per change.
                         help="a label (repeatable); list --label finds the job by it")
     submit.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable of the job (repeatable)")
+    submit.add_argument("--collect", action="append", default=[], metavar="PATH",
+                        help="a file to collect when the job ends, relative to its working "
+                             "directory (repeatable); see 'hpc-bridge outputs'")
     submit.add_argument("--wait", action="store_true",
                         help="follow the job to its end and exit with its exit code")
     submit.add_argument("--timeout", type=_seconds, metavar="S",
@@ -254,14 +258,36 @@ examples:
   hpc-bridge logs JOB
   hpc-bridge logs JOB --tail 20
   hpc-bridge logs JOB --follow       # new output as it comes, until the job ends
+  hpc-bridge logs JOB --stored       # the tail the bridge keeps; no manager access needed
 
 --follow prints complete lines while the job runs and the rest when it ends; it re-reads
-the log from the manager every half second.""")
+the log from the manager every half second. --stored prints the last lines the poll tick
+keeps in Redis and the job's ConfigMap (refreshed while the job runs, final at its end).""")
     logs.add_argument("job_id", metavar="JOB")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="keep printing new output until the job has ended")
     logs.add_argument("--tail", type=_natural, metavar="N", help="only the last N lines")
+    logs.add_argument("--stored", action="store_true",
+                      help="the log tail the bridge keeps, instead of asking the manager")
     logs.set_defaults(run=_logs)
+
+    outputs = command("outputs", "list or fetch the files a job left", """\
+List the output files a finished job named in its request (`outputs`) and where the
+bridge keeps each (Redis, or s3://bucket/key), or fetch them.""", """\
+examples:
+  hpc-bridge outputs JOB                         # path, size, where (or why not collected)
+  hpc-bridge outputs JOB --get result.csv > result.csv
+  hpc-bridge outputs JOB --to ./results          # every collected file, paths kept
+
+Files in a bucket are fetched with the bucket settings of this environment
+(HPCBRIDGE_S3_*); each is checked against the digest recorded when it was collected.""",
+                      output)
+    outputs.add_argument("job_id", metavar="JOB")
+    fetch = outputs.add_mutually_exclusive_group()
+    fetch.add_argument("--get", metavar="PATH", help="write this file's content to stdout")
+    fetch.add_argument("--to", type=Path, metavar="DIR",
+                       help="write every collected file under DIR")
+    outputs.set_defaults(run=_outputs)
 
     cancel = command("cancel", "cancel a job", """\
 Send hpcbridge.job.cancel for a job that has not ended.""", """\
@@ -401,6 +427,8 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         ("time_limit_s", args.time_limit), ("nodes", args.nodes), ("tasks", args.tasks),
         ("cpus_per_task", args.cpus_per_task), ("memory_mb", args.memory_mb),
         ("gpus", args.gpus)) if value is not None}
+    if args.collect:
+        data["outputs"] = [*(data.get("outputs") or []), *args.collect]
     for field, extra in (("resources", resources), ("labels", _pairs(args.label, "--label")),
                          ("environment", _pairs(args.env, "--env"))):
         if extra:
@@ -479,6 +507,15 @@ def _list(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.stored:
+            if args.follow:
+                raise CliError("--stored and --follow do not go together")
+            text = client.log_tail(args.job_id)
+            if args.tail is not None:
+                text = "".join(text.splitlines(keepends=True)[-args.tail:] if args.tail else [])
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return 0
         if not args.follow:
             sys.stdout.write(client.logs(args.job_id, args.tail))
             sys.stdout.flush()
@@ -487,6 +524,45 @@ def _logs(args: argparse.Namespace) -> int:
             sys.stdout.write(chunk)
             sys.stdout.flush()
     return 0
+
+
+def _outputs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.get is not None:
+            sys.stdout.buffer.write(client.output(args.job_id, args.get))
+            sys.stdout.flush()
+            return 0
+        collected = client.outputs(args.job_id)
+        if args.to is not None:
+            for path, entry in collected.items():
+                if "error" in entry:
+                    print(f"hpc-bridge: skipped {path}: {entry['error']}", file=sys.stderr)
+                    continue
+                target = _inside(args.to, path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(client.output(args.job_id, path))
+                print(target)
+            return 0
+    if args.output != "table":
+        _dump(collected, args.output)
+    elif collected:
+        _print_rows(("PATH", "BYTES", "WHERE"),
+                    [[path, str(entry.get("bytes", "-")),
+                      entry.get("location") or f"not collected: {entry.get('error')}"]
+                     for path, entry in collected.items()])
+    else:
+        print(f"{args.job_id} has no collected outputs (none named, or it has not ended)",
+              file=sys.stderr)
+    return 0
+
+
+def _inside(directory: Path, path: str) -> Path:
+    """``directory/path``, refusing a path that would leave ``directory``."""
+    base = directory.resolve()
+    target = (base / path).resolve()
+    if not target.is_relative_to(base) or target == base:
+        raise CliError(f"output path {path!r} would be written outside {directory}")
+    return target
 
 
 def _cancel(args: argparse.Namespace) -> int:

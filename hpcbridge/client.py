@@ -53,6 +53,7 @@ Every error is a :class:`ClientError` with a sentence fit for a person.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -67,7 +68,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from adapters.base import ConfigError
 from hpcbridge import events
+from hpcbridge.credentials import CredentialError
 from hpcbridge.model import (
     JobRequest,
     JobStatus,
@@ -77,6 +80,7 @@ from hpcbridge.model import (
     validate_job_id,
 )
 from hpcbridge.naming import JOB_ID_LABEL, MANAGED_BY, STATE_LABEL, TARGET_LABEL, object_name
+from hpcbridge.outputs import REDIS
 from hpcbridge.store import Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -95,6 +99,7 @@ __all__ = [
     "cancel",
     "exit_code",
     "logs",
+    "output",
     "status",
     "submit",
     "wait",
@@ -252,6 +257,8 @@ class _Job:
     status: JobStatus
     labels: Mapping[str, str]
     namespace: str | None = None
+    #: the log tail of the job's ConfigMap (the mirror's reading; Redis keeps its own)
+    log_tail: str | None = None
 
 
 def _matches(job: _Job, targets: Sequence[str], states: Sequence[State],
@@ -282,21 +289,34 @@ class _Reader(Protocol):
 
     def active_count(self, target: str) -> int: ...
 
+    def log_tail(self, job: _Job) -> str | None: ...
+
+    def output(self, job: _Job, path: str) -> bytes | None: ...
+
 
 class _RedisReader:
-    """The truth: the job hashes, histories and active sets in Redis."""
+    """The truth: the job hashes, histories and active sets in Redis.
+
+    Given a namespace, only that namespace's jobs are seen (a request's ``namespace``,
+    else the bridge's default, ``HPCBRIDGE_NAMESPACE``), as through the mirror.
+    """
 
     kind = "redis"
     poll_s = 0.2
 
-    def __init__(self, store: Store, url: str) -> None:
+    def __init__(self, store: Store, url: str, namespace: str | None = None) -> None:
         self._store = store
-        self.description = f"Redis at {_safe_url(url)}"
+        self._namespace = namespace
+        self._default_namespace = os.environ.get("HPCBRIDGE_NAMESPACE") or "default"
+        self.description = f"Redis at {_safe_url(url)}" + (f", namespace {namespace}"
+                                                            if namespace else "")
 
-    @staticmethod
-    def _job(stored: Any) -> _Job:
+    def _job(self, stored: Any) -> _Job | None:
         labels = stored.request.get("labels")
-        return _Job(stored.status, labels if isinstance(labels, Mapping) else {})
+        namespace = stored.request.get("namespace") or self._default_namespace
+        if self._namespace and namespace != self._namespace:
+            return None
+        return _Job(stored.status, labels if isinstance(labels, Mapping) else {}, namespace)
 
     def get(self, job_id: str) -> _Job | None:
         stored = self._store.load(job_id)
@@ -318,19 +338,27 @@ class _RedisReader:
             page = min(page * 2, 1000)
             loaded = self._store.load_many(ids)
             for job_id in ids:
-                if job_id in loaded:
-                    job = self._job(loaded[job_id])
-                    if _matches(job, targets, states, labels):
-                        found.append(job)
+                job = self._job(loaded[job_id]) if job_id in loaded else None
+                if job is not None and _matches(job, targets, states, labels):
+                    found.append(job)
         return found[:limit]
 
     def active(self, targets: Sequence[str]) -> list[_Job]:
         ids = [job_id for target, members in self._store.active_jobs().items()
                if not targets or target in targets for job_id in members]
-        return _newest_first([self._job(j) for j in self._store.load_many(ids).values()])
+        jobs = (self._job(stored) for stored in self._store.load_many(ids).values())
+        return _newest_first([job for job in jobs if job is not None])
 
     def active_count(self, target: str) -> int:
+        if self._namespace:
+            return len(self.active([target]))
         return self._store.active_count(target)
+
+    def log_tail(self, job: _Job) -> str | None:
+        return self._store.tail(job.status.job_id)
+
+    def output(self, job: _Job, path: str) -> bytes | None:
+        return self._store.output(job.status.job_id, path)
 
 
 class _MirrorReader:
@@ -401,7 +429,8 @@ class _MirrorReader:
                 status = JobStatus.from_dict(json.loads((item.get("data") or {})["status.json"]))
             except (KeyError, TypeError, ValueError):
                 continue  # not (yet) a job's status: nothing to show
-            jobs.append(_Job(status, metadata.get("labels") or {}, metadata.get("namespace")))
+            jobs.append(_Job(status, metadata.get("labels") or {}, metadata.get("namespace"),
+                             item["data"].get("log_tail")))
         return jobs
 
     def get(self, job_id: str) -> _Job | None:
@@ -451,6 +480,12 @@ class _MirrorReader:
 
     def active_count(self, target: str) -> int:
         return len(self.active([target]))
+
+    def log_tail(self, job: _Job) -> str | None:
+        return job.log_tail
+
+    def output(self, job: _Job, path: str) -> bytes | None:
+        return None  # kept in Redis, which this reading does without
 
 
 def _epoch(stamp: str | None) -> float | None:
@@ -568,7 +603,7 @@ class Client:
             store = Store.from_url(config.redis_url, config.redis_prefix)
             try:
                 store.ping()
-                self._state = _RedisReader(store, config.redis_url)
+                self._state = _RedisReader(store, config.redis_url, config.namespace)
                 return self._state
             except StoreUnavailable as exc:
                 where = f"Redis at {_safe_url(config.redis_url)}{config.origin('redis_url')}"
@@ -623,7 +658,6 @@ class Client:
 
     def _load_targets(self) -> Targets:
         if self._targets is None:
-            from adapters.base import ConfigError
             from hpcbridge.targets import Targets
 
             try:
@@ -814,6 +848,48 @@ class Client:
                 return
             time.sleep(poll_s)
 
+    def log_tail(self, job_id: str) -> str:
+        """The last lines of the job's output as the bridge keeps them: refreshed by the
+        poll tick while the job runs (``HPCBRIDGE_LOG_TAIL_LINES``), final once it ended.
+        Unlike :meth:`logs` it needs no access to the manager, only to Redis or the mirror.
+        """
+        job = self._job(job_id)
+        return self._call(self._reader().log_tail, job) or ""
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def outputs(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """What became of each output file the job named, by path: ``location`` (``redis``
+        or ``s3://bucket/key``), ``bytes`` and ``sha256``, or an ``error``. Empty until
+        the job has ended, and for a job that named none."""
+        return {path: dict(entry) for path, entry in (self.status(job_id).outputs or {}).items()}
+
+    def output(self, job_id: str, path: str) -> bytes:
+        """The content of a collected output file, checked against its recorded digest.
+
+        A file kept in Redis needs Redis (not the mirror); one in a bucket needs the
+        bucket's settings (``HPCBRIDGE_S3_*``, see docs/configuration.md) here too.
+        """
+        job = self._job(job_id)
+        entry = (job.status.outputs or {}).get(path)
+        if entry is None:
+            named = ", ".join(job.status.outputs or {}) or "none collected (yet)"
+            raise ClientError(f"{job_id} has no output {path!r} (its outputs: {named})")
+        if "error" in entry:
+            raise ClientError(f"{path} of {job_id} was not collected: {entry['error']}")
+        location = str(entry["location"])
+        if location == REDIS:
+            data = self._call(self._reader().output, job, path)
+            if data is None:
+                raise ClientError(f"{path} of {job_id} is kept in Redis, which this client "
+                                  f"does not read ({self._reader().description}); give --redis")
+        else:
+            data = _fetch_from_bucket(location)
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise ClientError(f"{path} of {job_id} at {location} does not match the digest "
+                              "recorded when it was collected")
+        return data
+
     # -- targets --------------------------------------------------------------------------
 
     def targets(self) -> list[TargetReport]:
@@ -843,6 +919,25 @@ def exit_code(status: JobStatus) -> int:
     if status.exit_code is not None and 0 < status.exit_code <= 255:
         return status.exit_code
     return 1
+
+
+def _fetch_from_bucket(location: str) -> bytes:
+    from hpcbridge.s3 import Bucket, BucketConfig, BucketError, BucketUnavailable
+
+    try:
+        config = BucketConfig.from_env(os.environ)
+    except ConfigError as exc:
+        raise NotConfigured(f"cannot read {location}: {exc}") from None
+    if config is None:
+        raise NotConfigured(f"{location} is in a bucket: set HPCBRIDGE_S3_BUCKET, "
+                            "HPCBRIDGE_S3_ENDPOINT and its credentials as the bridge has them")
+    try:
+        with Bucket(config) as bucket:
+            return bucket.get(location)
+    except BucketUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+    except (BucketError, CredentialError) as exc:
+        raise ClientError(str(exc)) from None
 
 
 # -- one call each, configured from the environment ---------------------------------------
@@ -875,6 +970,12 @@ def logs(job_id: str, tail: int | None = None, *, redis_url: str | None = None,
     with Client(redis_url=redis_url, kubeconfig=kubeconfig,
                 targets_file=targets_file) as client:
         return client.logs(job_id, tail)
+
+
+def output(job_id: str, path: str, *, redis_url: str | None = None) -> bytes:
+    """A collected output file of the job (see :meth:`Client.output`)."""
+    with Client(redis_url=redis_url) as client:
+        return client.output(job_id, path)
 
 
 def cancel(job_id: str, *, broker: str | None = None, redis_url: str | None = None,

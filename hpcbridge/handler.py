@@ -1,7 +1,9 @@
 """HTTP in, HTTP out: the one place where a function's request becomes a Bridge call.
 
 A client's mistake is a 400 with a ``hpcbridge.job.rejected`` event naming the field (not
-retried by Knative); an outage of Redis or a manager is a 503 (retried with backoff);
+retried by Knative), as are a sender without a valid token (401, field ``Authorization``)
+and a sender asking for another namespace (403), when sender authentication is on
+(:mod:`hpcbridge.senders`); an outage of Redis or a manager is a 503 (retried with backoff);
 anything else is a 500 that says where to look and never carries a stack trace.
 """
 
@@ -18,6 +20,7 @@ from hpcbridge import events, metrics
 from hpcbridge.credentials import redact
 from hpcbridge.logs import configure
 from hpcbridge.model import RequestError
+from hpcbridge.senders import AUTHORIZATION, ReviewUnavailable, Sender, identify
 from hpcbridge.service import TRANSIENT, Bridge, Reply
 from hpcbridge.settings import Settings
 
@@ -26,7 +29,7 @@ __all__ = ["respond"]
 log = logging.getLogger(__name__)
 configure()
 
-Handler = Callable[[Bridge, events.CloudEvent], Reply]
+Handler = Callable[[Bridge, events.CloudEvent, Sender | None], Reply]
 
 
 def respond(request: flask.Request, handler: Handler) -> flask.Response:
@@ -51,13 +54,15 @@ def respond(request: flask.Request, handler: Handler) -> flask.Response:
                          413)
     event = None
     try:
+        # Who sent it comes first: an unknown sender learns nothing, not even a 400.
+        sender = identify(settings, request.headers.get(AUTHORIZATION))
         event = events.parse(request.headers, body)
-        reply = handler(Bridge.shared(), event)
+        reply = handler(Bridge.shared(), event, sender)
     except RequestError as error:
         log.info("rejected: %s", error, extra=_context(event, "rejected"))
         metrics.EVENTS.inc(event["type"] if event is not None else "-", "rejected")
-        return _rejected(settings, error, event, 400)
-    except TRANSIENT as exc:
+        return _rejected(settings, error, event, getattr(error, "status", 400))
+    except (*TRANSIENT, ReviewUnavailable) as exc:
         message = redact(str(exc))
         log.warning("unavailable: %s", message, extra=_context(event, "unavailable"))
         metrics.EVENTS.inc(event["type"] if event is not None else "-", "unavailable")
@@ -85,7 +90,10 @@ def _rejected(settings: Settings, error: RequestError, event: events.CloudEvent 
               status: int) -> flask.Response:
     subject = event.get("subject") if event is not None else None
     headers, body = events.encode(events.rejected_event(settings.source, error, event, subject))
-    return flask.Response(body, status, headers={**headers, "Hpcbridge-Outcome": "rejected"})
+    headers = {**headers, "Hpcbridge-Outcome": "rejected"}
+    if status == 401:
+        headers["WWW-Authenticate"] = f'Bearer realm="{settings.audience}"'
+    return flask.Response(body, status, headers=headers)
 
 
 def _context(event: events.CloudEvent | None, outcome: str) -> dict[str, str | None]:

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,14 @@ _PHASE = {
 
 class MirrorError(Exception):
     """The Kubernetes API refused or could not be reached; the mirror is repaired later."""
+
+
+def _write(call: Callable[..., Any], *args: Any) -> None:
+    """Make one write through the client and read its answer without turning it into
+    the client's model objects: the mirror never looks at them, and building them is a
+    large part of the client's computing per write. A refusal still raises ApiException
+    with its status."""
+    call(*args, _preload_content=False).read()
 
 
 def _now() -> str:
@@ -139,18 +147,37 @@ class Mirror:
             self._upsert_config_map(job)
             if not self._ensure_pod(job, create=create_pod):
                 return
-            self._core.patch_namespaced_pod_status(
-                object_name(status.job_id), job.namespace, {"status": self._pod_status(status)})
+            _write(self._core.patch_namespaced_pod_status, object_name(status.job_id),
+                   job.namespace, {"status": self._pod_status(status)})
             if transition:
                 self._record_event(job)
         except ApiException as exc:
             raise MirrorError(f"mirror of {status.job_id}: {exc.status} {exc.reason}") from None
 
+    def show_log_tail(self, job_id: str, namespace: str | None, tail: str) -> None:
+        """Refresh only the log tail in a job's ConfigMap; a missing one is left to the
+        repair that writes it whole."""
+        try:
+            self._core.patch_namespaced_config_map(
+                object_name(job_id), namespace or self.namespace, {"data": {"log_tail": tail}})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise MirrorError(f"log tail of {job_id}: {exc.status} {exc.reason}") from None
+
     def pods(self) -> list[dict[str, Any]]:
-        """Every proxy pod, in every namespace, in one labelled list call."""
+        """Every proxy pod not in phase Succeeded or Failed, in every namespace, in one
+        list call.
+
+        The tick needs the pods being deleted and the pods of active jobs. A pod in a
+        finished phase is neither: the API server deletes it at once, without waiting for
+        its kubelet, and its phase says its job ended. Leaving them out keeps the list
+        as long as the active jobs, not as long as the history of finished ones.
+        """
         try:
             answer = self._core.list_pod_for_all_namespaces(
-                label_selector=f"{MANAGED_BY[0]}={MANAGED_BY[1]}", _preload_content=False)
+                label_selector=f"{MANAGED_BY[0]}={MANAGED_BY[1]}",
+                field_selector="status.phase!=Succeeded,status.phase!=Failed",
+                _preload_content=False)
         except ApiException as exc:
             raise MirrorError(f"listing proxy pods: {exc.status} {exc.reason}") from None
         return json.loads(answer.data)["items"]
@@ -185,16 +212,16 @@ class Mirror:
                 "data": data}
         name = object_name(status.job_id)
         try:
-            self._core.patch_namespaced_config_map(name, job.namespace, body)
+            _write(self._core.patch_namespaced_config_map, name, job.namespace, body)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             try:
-                self._core.create_namespaced_config_map(job.namespace, body)
+                _write(self._core.create_namespaced_config_map, job.namespace, body)
             except ApiException as again:
                 if again.status != 409:
                     raise
-                self._core.patch_namespaced_config_map(name, job.namespace, body)
+                _write(self._core.patch_namespaced_config_map, name, job.namespace, body)
 
     def _ensure_pod(self, job: _View, *, create: bool) -> bool:
         """Label the pod with the job's state, creating it if it is not there and
@@ -202,8 +229,8 @@ class Mirror:
         status = job.status
         name = object_name(status.job_id)
         try:
-            self._core.patch_namespaced_pod(
-                name, job.namespace, {"metadata": {"labels": {STATE_LABEL: str(status.state)}}})
+            _write(self._core.patch_namespaced_pod, name, job.namespace,
+                   {"metadata": {"labels": {STATE_LABEL: str(status.state)}}})
             return True
         except ApiException as exc:
             if exc.status != 404:
@@ -232,7 +259,7 @@ class Mirror:
             },
         }
         try:
-            self._core.create_namespaced_pod(job.namespace, body)
+            _write(self._core.create_namespaced_pod, job.namespace, body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -290,7 +317,7 @@ class Mirror:
             message += f" (reason {status.reason}"
             message += f", exit code {status.exit_code})" if status.exit_code is not None \
                 else ")"
-        self._core.create_namespaced_event(job.namespace, {
+        _write(self._core.create_namespaced_event, job.namespace, {
             # Named as client-go's recorder names events: object name and nanoseconds.
             "metadata": {"name": f"{name}.{time.time_ns():x}"},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name,

@@ -79,6 +79,7 @@ _LABEL_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MAX_SCRIPT = 1 << 20
+_MAX_OUTPUTS = 32
 
 
 def validate_job_id(value: Any, field: str = "job_id") -> str:
@@ -155,6 +156,35 @@ def _string_map(value: Any, field: str, key_pattern: re.Pattern[str],
     return result
 
 
+def _output_paths(value: Any) -> tuple[str, ...]:
+    """Files to collect when the job ends: plain paths under its working directory.
+
+    No absolute path, no ``..`` and no control characters: a path is only ever data,
+    resolved by the adapter inside the job's working directory.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RequestError("outputs", "must be a list of file paths relative to the job's "
+                           "working directory")
+    if len(value) > _MAX_OUTPUTS:
+        raise RequestError("outputs", f"names at most {_MAX_OUTPUTS} files")
+    for index, path in enumerate(value):
+        field = f"outputs[{index}]"
+        if not isinstance(path, str) or not path or len(path) > 1024:
+            raise RequestError(field, "must be a path of 1 to 1024 characters")
+        _unicode(path, field)
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+            raise RequestError(field, "must not contain control characters")
+        if path.startswith("/"):
+            raise RequestError(field, "must be relative to the job's working directory")
+        if any(part in ("", ".", "..") for part in path.split("/")):
+            raise RequestError(field, "must not have empty, '.' or '..' segments")
+        if path in value[:index]:
+            raise RequestError(field, "names a file already named")
+    return tuple(value)
+
+
 def _reject_unknown(data: Mapping[str, Any], known: set[str], prefix: str = "") -> None:
     for key in data:
         if key not in known:
@@ -212,6 +242,8 @@ class JobRequest:
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     namespace: str | None = None
+    #: files (relative to the working directory) collected when the job ends
+    outputs: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any) -> JobRequest:
@@ -260,6 +292,7 @@ class JobRequest:
             labels=_string_map(data.get("labels"), "labels", _LABEL_KEY, _LABEL_VALUE),
             namespace=None if data.get("namespace") is None
             else validate_namespace(data["namespace"]),
+            outputs=_output_paths(data.get("outputs")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,6 +310,8 @@ class JobRequest:
             data["environment"] = dict(self.environment)
         if self.labels:
             data["labels"] = dict(self.labels)
+        if self.outputs:
+            data["outputs"] = list(self.outputs)
         return data
 
 
@@ -295,6 +330,8 @@ class JobStatus:
     started_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None
+    #: the collected output files, by path: where each is kept, or why it is not
+    outputs: Mapping[str, Mapping[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -39,6 +39,9 @@ from hpcbridge.model import (
     validate_namespace,
 )
 from hpcbridge.naming import JOB_ID_LABEL
+from hpcbridge.outputs import Collector
+from hpcbridge.s3 import Bucket, BucketError
+from hpcbridge.senders import Forbidden, Sender
 from hpcbridge.settings import Settings
 from hpcbridge.states import advance, declare_lost
 from hpcbridge.store import Change, Store, StoredJob, StoreUnavailable
@@ -55,6 +58,9 @@ log = logging.getLogger(__name__)
 class Busy(Exception):
     """Another instance is still working on the same job; try again later."""
 
+
+#: The end states at which a job's named output files are collected.
+_COLLECTED = frozenset({State.SUCCEEDED, State.FAILED})
 
 #: Errors that say "not now": the HTTP answer is 503 and Knative redelivers.
 TRANSIENT = (StoreUnavailable, ManagerUnavailable, AuthenticationFailed, ConfigError,
@@ -93,12 +99,15 @@ class Bridge:
     """One process's view of the bridge: settings, store, targets and event sink."""
 
     def __init__(self, settings: Settings, store: Store, targets: Targets, emitter: Emitter,
-                 mirror: Mirror | None = None, clock: Callable[[], float] = time.time) -> None:
+                 mirror: Mirror | None = None, clock: Callable[[], float] = time.time,
+                 bucket: Bucket | None = None) -> None:
         self.settings = settings
         self.store = store
         self.targets = targets
         self.emitter = emitter
         self.mirror = mirror
+        self.collector = Collector(store, bucket, redis_bytes=settings.outputs_redis_bytes,
+                                   file_bytes=settings.outputs_file_bytes)
         self._clock = clock
 
     @classmethod
@@ -110,8 +119,9 @@ class Bridge:
             mirror = Mirror.from_environment(settings.namespace, settings.pod_image)
         store = Store.from_url(settings.redis_url, settings.redis_prefix,
                                track_mirror=mirror is not None)
+        bucket = None if settings.bucket is None else Bucket(settings.bucket)
         return cls(settings, store, Targets.load(settings.targets_file), Emitter(settings.sink),
-                   mirror)
+                   mirror, bucket=bucket)
 
     _shared: Bridge | None = None
     _shared_lock = threading.Lock()
@@ -130,15 +140,22 @@ class Bridge:
 
     # -- submit -------------------------------------------------------------------------
 
-    def submit(self, event: CloudEvent) -> Reply:
-        """``hpcbridge.job.requested``: run the job exactly once, however often delivered."""
+    def submit(self, event: CloudEvent, sender: Sender | None = None) -> Reply:
+        """``hpcbridge.job.requested``: run the job exactly once, however often delivered.
+
+        A known ``sender`` submits into its own namespace: the request's, if it names
+        one, must be it (unless the sender is a namespace admin).
+        """
         _expect_type(event, events.REQUESTED)
-        request = JobRequest.from_dict(events.event_data(event))
+        request = _for_sender(JobRequest.from_dict(events.event_data(event)), sender)
         job_id = request.job_id or job_id_for_event(event["source"], event["id"])
         adapter = self.targets.adapter(request.target)
         if request.command is not None and not adapter.capabilities.runs_commands:
             raise RequestError("command", f"target {request.target!r} runs programs given "
                                "as 'script' (e.g. an OpenQASM circuit), not commands")
+        if request.outputs and not adapter.capabilities.collect_outputs:
+            raise RequestError("outputs", f"target {request.target!r} ({adapter.kind}) "
+                               "cannot collect a job's files")
         stored_request = request.to_dict()
         now = self._clock()
         token = uuid.uuid4().hex
@@ -226,8 +243,11 @@ class Bridge:
 
     # -- poll ---------------------------------------------------------------------------
 
-    def poll(self, event: CloudEvent) -> Reply:
-        """A tick: ask every target once about all its active jobs and record what changed."""
+    def poll(self, event: CloudEvent, sender: Sender | None = None) -> Reply:
+        """A tick: ask every target once about all its active jobs and record what changed.
+
+        Any authenticated ``sender`` may tick: a tick shows and changes nothing of its own.
+        """
         _expect_type(event, events.TICK, events.PING)
         names = list(self.targets)
         # A PingSource's data is whatever its manifest says; a tick's is ours to check.
@@ -283,13 +303,16 @@ class Bridge:
                 for native_id, job in watched.items():
                     new = advance(job.status, seen.get(native_id), now,
                                   self.settings.lost_after_s)
-                    if new is not None:
-                        changes.append(Change(job, new))
+                    change = None if new is None else self._with_outputs(adapter, job, new, now)
+                    if change is not None:
+                        changes.append(change)
             for job in jobs.values():
                 if job.status.native_id is None and not job.status.state.terminal:
                     changes.extend(self._settle_stalled_submission(job, adapter, now))
             applied = self.store.apply(changes)
             report.polled.append(name)
+            final_tails: dict[str, str] = {}
+            shown: list[tuple[str, int]] = []
             for change in changes:
                 if change.job.job_id not in applied:
                     continue
@@ -300,12 +323,72 @@ class Bridge:
                     report.events.append(events.status_event(
                         self.settings.source, change.status, trace=change.job.trace))
                 tail = self._log_tail(adapter, change.status) if moved else None
+                if tail is not None:
+                    final_tails[change.job.job_id] = tail
                 self._show(change.job, change.status, change.job.version + 1,
-                           transition=moved, log_tail=tail)
+                           transition=moved, log_tail=tail, shown=shown)
+            self._mark_shown(shown)
+            self.store.keep_tails(name, final_tails, now, final=True)
             report.shown.update(applied)
             _count_active(name, jobs, changes, applied)
+            self._refresh_tails(name, adapter, jobs, changes, applied, now)
         finally:
             self.store.release_lease(name, lease)
+
+    def _with_outputs(self, adapter: Adapter, job: StoredJob, new: JobStatus,
+                      now: float) -> Change | None:
+        """The change to ``new``, with the job's output files collected if it just ended
+        having named some; None to leave the job as it is until the next tick, when the
+        files or the bucket could not be reached (for at most ``lost_after_s``)."""
+        native_id = new.native_id
+        if new.state not in _COLLECTED or not job.request.get("outputs") or native_id is None:
+            return Change(job, new)
+        request = JobRequest.from_dict(job.request)
+        try:
+            collected = self.collector.collect(adapter, job.job_id, native_id, request)
+        except (AdapterError, BucketError, CredentialError) as exc:
+            why = redact(str(exc))
+            since = self.store.collecting_since(job.job_id, now, 2 * self.settings.lost_after_s)
+            if now - since < self.settings.lost_after_s:
+                log.warning("outputs of %s not collected, tried again next tick: %s",
+                            job.job_id, why, extra={"job_id": job.job_id})
+                return None
+            collected = Collector.not_collected(request, why)
+        return Change(job, new.replace(outputs=collected))
+
+    def _refresh_tails(self, name: str, adapter: Adapter, jobs: Mapping[str, StoredJob],
+                       changes: list[Change], applied: set[str], now: float) -> None:
+        """Refresh the log tail of the running jobs whose tail is the oldest, at most
+        ``log_tail_jobs`` of them, in Redis and in their ConfigMaps (when it changed).
+
+        A bounded number per tick keeps the tick's cost independent of how many jobs run:
+        with more running jobs than that, each tail is refreshed every few ticks.
+        """
+        lines = self.settings.log_tail_lines
+        if not lines or not adapter.capabilities.logs:
+            return
+        statuses = {job_id: job.status for job_id, job in jobs.items()}
+        statuses.update({c.job.job_id: c.status for c in changes if c.job.job_id in applied})
+        running = {job_id: status.native_id for job_id, status in statuses.items()
+                   if status.state is State.RUNNING and status.native_id}
+        tails: dict[str, str] = {}
+        for job_id in self.store.tails_due(name, list(running), self.settings.log_tail_jobs):
+            try:
+                tails[job_id] = adapter.logs(running[job_id], lines)
+            except (AdapterError, CredentialError) as exc:
+                log.info("log tails of %s not refreshed this tick: %s", name,
+                         redact(str(exc)), extra={"target": name})
+                break
+        changed = self.store.keep_tails(name, tails, now)
+        if self.mirror is None:
+            return
+        for job_id in changed:
+            try:
+                self.mirror.show_log_tail(job_id, jobs[job_id].request.get("namespace"),
+                                          tails[job_id])
+            except Exception as exc:
+                log.warning("log tail of %s not mirrored: %s", job_id, redact(str(exc)),
+                            extra={"job_id": job_id})
 
     def _settle_stalled_submission(self, job: StoredJob, adapter: Adapter,
                                    now: float) -> list[Change]:
@@ -343,9 +426,16 @@ class Bridge:
 
     # -- cancel -------------------------------------------------------------------------
 
-    def cancel(self, event: CloudEvent) -> Reply:
-        """``hpcbridge.job.cancel``, or a proxy pod being deleted: stop the job."""
+    def cancel(self, event: CloudEvent, sender: Sender | None = None) -> Reply:
+        """``hpcbridge.job.cancel``, or a proxy pod being deleted: stop the job.
+
+        A known ``sender`` cancels only jobs of its own namespace; pod events are taken
+        from namespace admins only (the bridge's ApiServerSource).
+        """
         _expect_type(event, events.CANCEL, events.APISERVER_UPDATE, events.APISERVER_DELETE)
+        if event["type"] != events.CANCEL and sender is not None and not sender.admin:
+            raise Forbidden("type", "pod events are taken only from the senders named in "
+                            "HPCBRIDGE_NAMESPACE_ADMINS")
         data = events.event_data(event)
         if event["type"] == events.CANCEL:
             if not isinstance(data, Mapping):
@@ -355,7 +445,8 @@ class Bridge:
                 raise RequestError(sorted(unknown)[0], "is not a known field")
             namespace = data.get("namespace")
             return self.cancel_job(validate_job_id(data.get("job_id")),
-                                   None if namespace is None else validate_namespace(namespace))
+                                   None if namespace is None else validate_namespace(namespace),
+                                   sender)
         pod = _deleted_pod(data, deleted=event["type"] == events.APISERVER_DELETE)
         if pod is None:
             return Reply(None, "ignored")
@@ -364,13 +455,19 @@ class Bridge:
         self._finish_pod(pod.namespace, pod.name)
         return reply
 
-    def cancel_job(self, job_id: str, namespace: str | None = None) -> Reply:
+    def cancel_job(self, job_id: str, namespace: str | None = None,
+                   sender: Sender | None = None) -> Reply:
         """Cancel ``job_id``; a finished or unknown job is a no-op, said as such.
 
         With namespace isolation on (the default), a job is cancelled only by a request
         for its own namespace (the request's, else the bridge's default); to any other,
-        it does not exist.
+        it does not exist. A known ``sender`` that is no namespace admin acts for its own
+        namespace only, whatever the request names.
         """
+        if sender is not None and not sender.admin and self.settings.namespace_isolation:
+            if sender.namespace is None or namespace not in (None, sender.namespace):
+                return Reply(None, "unknown-job")
+            namespace = sender.namespace
         for _ in range(5):
             job = self.store.load(job_id)
             if job is None or not self._same_namespace(job, namespace):
@@ -416,8 +513,10 @@ class Bridge:
     # next tick repairs the mirror from it.
 
     def _show(self, job: StoredJob, status: JobStatus, version: int, *, transition: bool,
-              log_tail: str | None = None) -> None:
-        """Mirror ``status`` (the job's record at ``version``) and note that it is shown.
+              log_tail: str | None = None, shown: list[tuple[str, int]] | None = None) -> None:
+        """Mirror ``status`` (the job's record at ``version``) and note that it is shown:
+        at once, or, given ``shown``, by adding it there for :meth:`_mark_shown` to note
+        with the others (one Redis round trip for a tick's changes).
 
         A finished job's pod is never created: if it is missing, someone deleted it.
         """
@@ -426,10 +525,23 @@ class Bridge:
         try:
             self.mirror.show(status, job.request, transition=transition, log_tail=log_tail,
                              create_pod=not status.state.terminal)
-            self.store.mark_mirrored(job.job_id, version)
         except Exception as exc:
             log.warning("mirror of %s not written (repaired at the next tick): %s",
                         status.job_id, redact(str(exc)), extra={"job_id": status.job_id})
+            return
+        if shown is None:
+            self._mark_shown([(job.job_id, version)])
+        else:
+            shown.append((job.job_id, version))
+
+    def _mark_shown(self, shown: list[tuple[str, int]]) -> None:
+        """Note that the mirror shows these (job id, version); if Redis cannot be told,
+        the next tick shows the jobs again."""
+        try:
+            self.store.mark_mirrored(shown)
+        except Exception as exc:
+            log.warning("mirror of %d jobs written but not noted (shown again at the next "
+                        "tick): %s", len(shown), redact(str(exc)))
 
     def _show_reachability(self, name: str, adapter: Adapter, *, reachable: bool) -> None:
         """Record whether the target answered; on a change, tell its virtual Node."""
@@ -485,8 +597,10 @@ class Bridge:
         # after the change), and active jobs whose pod someone removed.
         with_pods = {(pod["metadata"].get("labels") or {}).get(JOB_ID_LABEL) for pod in pods}
         repair = (set(self.store.unmirrored()) | (report.active - with_pods)) - report.shown
+        shown: list[tuple[str, int]] = []
         for job in self.store.load_many(repair).values():
-            self._show(job, job.status, job.version, transition=False)
+            self._show(job, job.status, job.version, transition=False, shown=shown)
+        self._mark_shown(shown)
 
 
 def _count_active(target: str, jobs: Mapping[str, StoredJob], changes: list[Change],
@@ -501,6 +615,21 @@ def _count_active(target: str, jobs: Mapping[str, StoredJob], changes: list[Chan
     metrics.ACTIVE_JOBS.clear(target)
     for state, count in counts.items():
         metrics.ACTIVE_JOBS.set(target, state, value=count)
+
+
+def _for_sender(request: JobRequest, sender: Sender | None) -> JobRequest:
+    """The request as ``sender`` may make it: in its own namespace, unless an admin."""
+    if sender is None or sender.admin:
+        return request
+    if sender.namespace is None:
+        raise Forbidden("namespace", f"{sender.username} is not a service account of a "
+                        "namespace, nor named in HPCBRIDGE_NAMESPACE_ADMINS")
+    if request.namespace is None:
+        return dataclasses.replace(request, namespace=sender.namespace)
+    if request.namespace != sender.namespace:
+        raise Forbidden("namespace", f"a sender of namespace {sender.namespace!r} submits "
+                        "only into its own namespace")
+    return request
 
 
 def _expect_type(event: CloudEvent, *types: str) -> None:

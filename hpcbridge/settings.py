@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from adapters.base import ConfigError
+from hpcbridge.s3 import BucketConfig
 
 __all__ = ["Settings"]
 
@@ -49,6 +50,22 @@ def _mirror_wanted(env: Mapping[str, str]) -> bool:
     return cluster and choice != "off"
 
 
+def _sender_auth(env: Mapping[str, str]) -> str:
+    """How a request's sender is known: ``off`` (it is not) or ``tokenreview``."""
+    choice = (env.get("HPCBRIDGE_SENDER_AUTH") or "off").lower()
+    if choice not in ("off", "tokenreview"):
+        raise ConfigError(f"HPCBRIDGE_SENDER_AUTH must be off or tokenreview, not {choice!r}")
+    if choice == "tokenreview" and not (env.get("KUBERNETES_SERVICE_HOST")
+                                        or env.get("KUBECONFIG")):
+        raise ConfigError("HPCBRIDGE_SENDER_AUTH=tokenreview but no cluster to review tokens: "
+                          "neither in-cluster (KUBERNETES_SERVICE_HOST) nor KUBECONFIG")
+    return choice
+
+
+def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -64,8 +81,19 @@ class Settings:
     namespace: str = "default"
     pod_image: str = "registry.k8s.io/pause:3.9"
     log_tail_lines: int = 20
+    #: running jobs per target whose log tail one tick refreshes (least recent first)
+    log_tail_jobs: int = 50
+    #: output bytes per job kept in Redis when no bucket is configured
+    outputs_redis_bytes: int = 1 << 20
+    #: the largest output file copied to the bucket
+    outputs_file_bytes: int = 256 << 20
+    #: the S3-compatible bucket outputs go to (else Redis)
+    bucket: BucketConfig | None = None
     mirror: bool = False
     namespace_isolation: bool = True
+    sender_auth: str = "off"
+    audience: str = "hpc-bridge"
+    namespace_admins: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,5 +113,14 @@ class Settings:
             pod_image=env.get("HPCBRIDGE_POD_IMAGE") or cls.pod_image,
             mirror=_mirror_wanted(env),
             namespace_isolation=_switch(env, "HPCBRIDGE_NAMESPACE_ISOLATION", True),
+            sender_auth=_sender_auth(env),
+            audience=env.get("HPCBRIDGE_AUDIENCE") or cls.audience,
+            namespace_admins=_names(env, "HPCBRIDGE_NAMESPACE_ADMINS"),
             log_tail_lines=int(_number(env, "HPCBRIDGE_LOG_TAIL_LINES", cls.log_tail_lines)),
+            log_tail_jobs=int(_number(env, "HPCBRIDGE_LOG_TAIL_JOBS", cls.log_tail_jobs)),
+            outputs_redis_bytes=int(_number(env, "HPCBRIDGE_OUTPUTS_REDIS_BYTES",
+                                            cls.outputs_redis_bytes)),
+            outputs_file_bytes=int(_number(env, "HPCBRIDGE_OUTPUTS_FILE_BYTES",
+                                           cls.outputs_file_bytes)),
+            bucket=BucketConfig.from_env(env),
         )

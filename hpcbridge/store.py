@@ -11,6 +11,10 @@ Keys (all under one prefix, ``hpcbridge:`` by default):
     outbox            list: serialized events the sink refused, sent again at the next tick
     unmirrored        set: jobs changed since the Kubernetes mirror last showed them (kept
                       only when the mirror is on; each change adds its job atomically)
+    tail:<id>         string: the last lines of the job's log, refreshed while it runs
+    tailed:<target>   sorted set: running jobs by when their tail was last refreshed
+    output:<id>       hash: collected output files kept in Redis, path -> base64 bytes
+    collecting:<id>   string with a TTL: when collecting the job's outputs first failed
 
 Every write that must not race is one Lua script, so it is atomic on the server and one
 round trip on the wire: the claim of a job id, the recording of a native id, and the
@@ -19,10 +23,11 @@ application of a batch of transitions guarded by each job's version.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +40,15 @@ __all__ = ["Change", "Store", "StoreUnavailable", "StoredJob"]
 _FLOATS = ("submitted_at", "started_at", "finished_at", "updated_at")
 _TRACE = ("traceparent", "tracestate")
 _STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(JobStatus))
+#: what :meth:`Store.load_many` reads of a job record, in this order
+_RECORD_FIELDS = (*_STATUS_FIELDS, "version", "claim", "claim_until", "request", *_TRACE)
+#: how a stored status field becomes a value again (the others are strings); the enums by
+#: lookup, several times faster than calling the enum class, once per job and tick
+_DECODE: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(_FLOATS, float), "exit_code": int, "outputs": json.loads,
+    "state": {str(state): state for state in State}.__getitem__,
+    "reason": {str(reason): reason for reason in Reason}.__getitem__,
+}
 
 
 class StoreUnavailable(Exception):
@@ -43,17 +57,34 @@ class StoreUnavailable(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredJob:
+    """A job's record as read from Redis.
+
+    The request stays the stored JSON text until :attr:`request` is first used: a poll
+    tick reads every active job's record but needs the request of only the few it mirrors.
+    """
+
     status: JobStatus
-    request: dict[str, Any]
+    request_json: str
     version: int
     claim: str | None
     claim_until: float | None
     #: the W3C trace context of the request (CloudEvents distributed tracing extension)
     trace: dict[str, str] = dataclasses.field(default_factory=dict)
+    _request: dict[str, Any] | None = dataclasses.field(default=None, init=False, repr=False,
+                                                        compare=False)
 
     @property
     def job_id(self) -> str:
         return self.status.job_id
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The stored JobRequest (as ``JobRequest.to_dict`` made it), decoded once."""
+        request = self._request
+        if request is None:
+            request = json.loads(self.request_json or "{}")
+            object.__setattr__(self, "_request", request)
+        return request
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +145,7 @@ while i <= #ARGV do
     if ARGV[after] ~= '' then redis.call('RPUSH', prefix .. 'history:' .. id, ARGV[after]) end
     if ARGV[after + 1] == 'remove' then
       redis.call('SREM', prefix .. 'active:' .. ARGV[after + 2], id)
+      redis.call('ZREM', prefix .. 'tailed:' .. ARGV[after + 2], id)
     end
     if mirror then redis.call('SADD', prefix .. 'unmirrored', id) end
     applied[#applied + 1] = id
@@ -123,11 +155,23 @@ end
 return applied
 """
 
+# ARGV: prefix, then per job: id, the version the mirror shows.
 _MARK_MIRRORED = """
-if redis.call('HGET', KEYS[1], 'version') == ARGV[2] then
-  return redis.call('SREM', KEYS[2], ARGV[1])
+local cleared = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', ARGV[1] .. 'job:' .. ARGV[i], 'version') == ARGV[i + 1] then
+    cleared = cleared + redis.call('SREM', ARGV[1] .. 'unmirrored', ARGV[i])
+  end
 end
-return 0
+return cleared
+"""
+
+# KEYS: job records; ARGV: the fields to read. One reply of values per record, without
+# the field names that HGETALL would send along (nil for a missing field or record).
+_LOAD = """
+local records = {}
+for i, key in ipairs(KEYS) do records[i] = redis.call('HMGET', key, unpack(ARGV)) end
+return records
 """
 
 _RELEASE_LEASE = """
@@ -137,6 +181,8 @@ return 0
 
 
 def _encode(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return "" if value is None else str(value)
 
 
@@ -144,16 +190,12 @@ def _status_fields(status: JobStatus) -> dict[str, str]:
     return {name: _encode(getattr(status, name)) for name in _STATUS_FIELDS}
 
 
-def _decode_status(raw: dict[str, str]) -> JobStatus:
-    values: dict[str, Any] = {name: raw.get(name) or None for name in _STATUS_FIELDS}
-    for name in _FLOATS:
-        if values[name] is not None:
-            values[name] = float(values[name])
-    if values["exit_code"] is not None:
-        values["exit_code"] = int(values["exit_code"])
-    values["state"] = State(values["state"])
-    if values["reason"] is not None:
-        values["reason"] = Reason(values["reason"])
+def _decode_status(raw: Sequence[str | None]) -> JobStatus:
+    """The status from its stored fields, in the order of ``_STATUS_FIELDS``."""
+    values: dict[str, Any] = {}
+    for name, value in zip(_STATUS_FIELDS, raw, strict=True):
+        decode = _DECODE.get(name)
+        values[name] = None if not value else decode(value) if decode else value
     return JobStatus(**values)
 
 
@@ -182,6 +224,7 @@ class Store:
         self._apply = client.register_script(_APPLY)
         self._release_lease = client.register_script(_RELEASE_LEASE)
         self._mark_mirrored = client.register_script(_MARK_MIRRORED)
+        self._load = client.register_script(_LOAD)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "hpcbridge:", *,
@@ -253,29 +296,35 @@ class Store:
     def load_many(self, job_ids: Iterable[str]) -> dict[str, StoredJob]:
         """Several job records in one round trip; missing ids are absent."""
         ids = list(job_ids)
+        if not ids:
+            return {}
         with self._errors():
-            pipe = self._redis.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(self._key("job", job_id))
-            raws = pipe.execute()
+            raws = self._load(keys=[self._key("job", job_id) for job_id in ids],
+                              args=_RECORD_FIELDS)
         jobs = {}
+        status_end = len(_STATUS_FIELDS)
         for job_id, raw in zip(ids, raws, strict=True):
-            if raw:
-                jobs[job_id] = StoredJob(
-                    status=_decode_status(raw),
-                    request=json.loads(raw.get("request") or "{}"),
-                    version=int(raw["version"]),
-                    claim=raw.get("claim") or None,
-                    claim_until=float(raw["claim_until"]) if raw.get("claim_until") else None,
-                    trace={name: raw[name] for name in _TRACE if raw.get(name)},
-                )
+            version, claim, claim_until, request, *trace = raw[status_end:]
+            if version is None:
+                continue  # no such job
+            jobs[job_id] = StoredJob(
+                status=_decode_status(raw[:status_end]),
+                request_json=request or "{}",
+                version=int(version),
+                claim=claim or None,
+                claim_until=float(claim_until) if claim_until else None,
+                trace={name: value for name, value in zip(_TRACE, trace, strict=True) if value},
+            )
         return jobs
 
-    def mark_mirrored(self, job_id: str, version: int) -> None:
-        """The mirror shows ``job_id`` as it was at ``version``: done, unless it changed since."""
+    def mark_mirrored(self, shown: Iterable[tuple[str, int]]) -> None:
+        """The mirror shows each (job id, version): done with every job still at that
+        version. One round trip however many jobs a tick showed."""
+        pairs = [item for pair in shown for item in pair]
+        if not pairs:
+            return
         with self._errors():
-            self._mark_mirrored(keys=[self._key("job", job_id), self._key("unmirrored")],
-                                args=[job_id, version])
+            self._mark_mirrored(keys=[], args=[self._prefix, *pairs])
 
     def unmirrored(self, limit: int = 500) -> list[str]:
         """Jobs the mirror does not show as they are (at most ``limit``)."""
@@ -335,6 +384,63 @@ class Store:
                      change.status.target]
         with self._errors():
             return set(self._apply(keys=[], args=args))
+
+    # -- log tails and outputs -----------------------------------------------------------
+
+    def tails_due(self, target: str, job_ids: Sequence[str], count: int) -> list[str]:
+        """The ``count`` jobs of ``job_ids`` whose tail is the oldest (never read first)."""
+        if not job_ids or count <= 0:
+            return []
+        with self._errors():
+            scores = self._redis.zmscore(self._key("tailed", target), list(job_ids))
+        ranked = sorted(zip(scores, job_ids, strict=True),
+                        key=lambda pair: -1.0 if pair[0] is None else pair[0])
+        return [job_id for _, job_id in ranked[:count]]
+
+    def keep_tails(self, target: str, tails: Mapping[str, str], now: float, *,
+                   final: bool = False) -> set[str]:
+        """Store each job's log tail; return the jobs whose tail changed.
+
+        A running job's refresh time is recorded for :meth:`tails_due`; a ``final`` tail
+        (the job ended) leaves the rotation.
+        """
+        if not tails:
+            return set()
+        ids = list(tails)
+        with self._errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.set(self._key("tail", job_id), tails[job_id], get=True)
+            if final:
+                pipe.zrem(self._key("tailed", target), *ids)
+            else:
+                pipe.zadd(self._key("tailed", target), dict.fromkeys(ids, now))
+            before = pipe.execute()[:len(ids)]
+        return {job_id for job_id, old in zip(ids, before, strict=True)
+                if old != tails[job_id]}
+
+    def tail(self, job_id: str) -> str | None:
+        """The log tail last stored for ``job_id``, if any."""
+        with self._errors():
+            return self._redis.get(self._key("tail", job_id))
+
+    def keep_output(self, job_id: str, path: str, data: bytes) -> None:
+        with self._errors():
+            self._redis.hset(self._key("output", job_id), path,
+                             base64.b64encode(data).decode("ascii"))
+
+    def output(self, job_id: str, path: str) -> bytes | None:
+        """A collected output file kept in Redis, or None."""
+        with self._errors():
+            encoded = self._redis.hget(self._key("output", job_id), path)
+        return None if encoded is None else base64.b64decode(encoded)
+
+    def collecting_since(self, job_id: str, now: float, ttl_s: float) -> float:
+        """When collecting ``job_id``'s outputs first failed (``now`` on the first call)."""
+        with self._errors():
+            before = self._redis.set(self._key("collecting", job_id), repr(now), nx=True,
+                                     get=True, px=max(1, int(ttl_s * 1000)))
+        return now if before is None else float(before)
 
     # -- poll leases --------------------------------------------------------------------
 

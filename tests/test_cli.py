@@ -315,6 +315,63 @@ def test_logs_follow_prints_new_output_until_the_job_ends(cli_stack: DevStack, s
     assert state_of(store, job_id) is State.SUCCEEDED
 
 
+def test_logs_stored_prints_the_tail_the_bridge_keeps(cli_stack: DevStack, store: Store,
+                                                      gate: Path) -> None:
+    job_id = hpc_bridge("submit", "--command", *held(gate), stack=cli_stack).stdout.strip()
+
+    def stored() -> str:
+        done = hpc_bridge("logs", job_id, "--stored", stack=cli_stack)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    until(lambda: stored() == "started\n", 60, lambda: f"stored tail: {stored()!r}")
+    assert not state_of(store, job_id).terminal, "kept while the job runs"
+    gate.touch()
+    until(lambda: state_of(store, job_id).terminal, 60, lambda: "the job did not end")
+    assert stored() == "started\nreleased\n"
+    last = hpc_bridge("logs", job_id, "--stored", "--tail", "1", stack=cli_stack)
+    assert last.stdout == "released\n"
+
+
+def test_outputs_lists_and_fetches_the_files_a_job_named(cli_stack: DevStack, store: Store,
+                                                         tmp_path: Path) -> None:
+    done = hpc_bridge("submit", "--wait", "--collect", "out/result.txt", "--collect", "nope",
+                      "--command", "sh", "-c", "mkdir out; echo 42 > out/result.txt",
+                      stack=cli_stack)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.splitlines()[0]
+    listed = hpc_bridge("outputs", job_id, "-o", "json", stack=cli_stack)
+    assert listed.returncode == 0, listed.stderr
+    outputs = json.loads(listed.stdout)
+    assert outputs["out/result.txt"]["location"] == "redis"
+    assert outputs["out/result.txt"]["bytes"] == 3
+    assert outputs["nope"] == {"error": "nope: no such file"}
+    table = hpc_bridge("outputs", job_id, stack=cli_stack).stdout
+    assert "out/result.txt" in table and "not collected: nope: no such file" in table
+    got = hpc_bridge("outputs", job_id, "--get", "out/result.txt", stack=cli_stack)
+    assert (got.returncode, got.stdout) == (0, "42\n")
+    saved = hpc_bridge("outputs", job_id, "--to", str(tmp_path / "into"), stack=cli_stack)
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "into/out/result.txt").read_text() == "42\n"
+    assert "skipped nope" in saved.stderr
+    missing = hpc_bridge("outputs", job_id, "--get", "other", stack=cli_stack)
+    assert missing.returncode == 2 and "has no output 'other'" in missing.stderr
+
+
+def test_the_namespace_option_filters_what_redis_shows(cli_stack: DevStack,
+                                                       store: Store) -> None:
+    done = hpc_bridge("-n", "team-a", "submit", "--wait", "--command", "true",
+                      stack=cli_stack)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.splitlines()[0]
+    for namespace, shown in (("team-a", True), ("team-b", False)):
+        listing = hpc_bridge("list", "-n", namespace, "-o", "json", stack=cli_stack)
+        assert (job_id in [j["job_id"] for j in json.loads(listing.stdout)]) is shown
+        status = hpc_bridge("status", job_id, "-n", namespace, stack=cli_stack)
+        assert (status.returncode == 0) is shown, status.stderr
+    assert job_id in hpc_bridge("list", "-o", "json", stack=cli_stack).stdout
+
+
 # -- cancel --------------------------------------------------------------------------------
 
 def test_cancel_stops_a_running_job(cli_stack: DevStack, store: Store) -> None:

@@ -26,23 +26,27 @@ class _Kind:
     # The manager runs commands and shell scripts (the suite's jobs are such); a quantum
     # service runs circuits instead: its equivalents are in tests/test_quantum_adapter.py.
     runs_commands: bool = True
+    # The adapter reads a finished job's files (Capabilities.collect_outputs).
+    collect_outputs: bool = False
 
 
 # Adding a kind is one line here: its harness, the fixtures it is built from, its marks,
 # and whether it is remote (test_conformance_remote) and can make a job vanish.
 HARNESSES: dict[str, _Kind] = {
-    "local": _Kind("local_harness:LocalHarness", ("tmp_path",), remote=False, vanish=True),
+    "local": _Kind("local_harness:LocalHarness", ("tmp_path",), remote=False, vanish=True,
+                   collect_outputs=True),
     # Slurm without accounting forgets a job MinJobAge (300 s) after it ends, and nothing
     # purges one sooner: a vanished Slurm job is an unknown id (test_unknown_native_id...).
-    "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,)),
+    "slurm": _Kind("slurm_harness:SlurmHarness", ("slurm_cluster",), (pytest.mark.slurm,),
+                   collect_outputs=True),
     # LSF cannot run here: both transports drive an emulator (tests/emulators/lsf.py) that
     # forgets a finished job CLEAN_PERIOD (seconds here) after it ended. lsf-ssh logs in to
     # the session's sshd, which comes with the Slurm cluster, hence its mark.
     "lsf-web": _Kind("lsf_harness:LsfWebHarness", ("tmp_path",), vanish=True),
     "lsf-ssh": _Kind("lsf_harness:LsfSshHarness", ("sshd",), (pytest.mark.slurm,),
-                     vanish=True),
+                     vanish=True, collect_outputs=True),
     "slurm-ssh": _Kind("slurm_ssh_harness:SlurmSshHarness", ("slurm_cluster", "sshd"),
-                       (pytest.mark.slurm,)),
+                       (pytest.mark.slurm,), collect_outputs=True),
     "flux": _Kind("flux_harness:FluxHarness", ("tmp_path",), vanish=True),
     "ray": _Kind("ray_harness:RayHarness", ("ray_head", "tmp_path"), (pytest.mark.ray,),
                  vanish=True),
@@ -81,6 +85,12 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 @pytest.fixture(params=_params())
 def any_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """Every kind, for what holds whatever a manager runs."""
+    yield from _build(request)
+
+
+@pytest.fixture(params=_params(collect_outputs=True))
+def outputs_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Every kind whose adapter reads a finished job's files."""
     yield from _build(request)
 
 

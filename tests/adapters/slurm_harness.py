@@ -54,6 +54,7 @@ class SlurmHarness:
             "user": cluster.user,
             "token_file": str(self.token_file),
             "output_dir": str(cluster.workdir),
+            "outputs_root": str(cluster.workdir),
             "partition": cluster.partition,
         }
         self.adapter = SlurmRestAdapter(_TARGET, self.settings, transport=transport)

@@ -10,8 +10,9 @@ cluster's state survives its API server being down.
 It follows the Kubernetes API reference and API conventions, and reproduces what
 shared/REFERENCE.md ("A real kube-apiserver (1.28) behaves like this") lists:
 
-* Resources: core/v1 namespaces (+status), serviceaccounts, configmaps, pods (+status),
-  nodes (+status), events; coordination.k8s.io/v1 leases. Verbs get, list (label
+* Resources: core/v1 namespaces (+status), serviceaccounts (+token), configmaps, pods
+  (+status), nodes (+status), events; coordination.k8s.io/v1 leases;
+  authentication.k8s.io/v1 tokenreviews (create only, nothing stored). Verbs get, list (label
   selectors with =, ==, !=, in, notin, exists, !exists, >, <; the field selectors each
   resource supports, e.g. spec.nodeName and status.phase on pods), create, update (PUT),
   patch (strategic merge, JSON merge, JSON patch) and delete.
@@ -47,6 +48,15 @@ shared/REFERENCE.md ("A real kube-apiserver (1.28) behaves like this") lists:
   ConfigMap (their controllers), unless ``populate_namespaces`` is false; a deleted
   ``default`` account comes back. Deleting a namespace leaves it Terminating.
 * Events expire one hour after their last write, by the injected clock.
+* Service-account tokens: TokenRequest (``POST .../serviceaccounts/{name}/token`` with
+  ``spec.audiences``, default the API server's own, and ``spec.expirationSeconds``,
+  default 3600, at least 600) answers ``status.token`` and ``status.expirationTimestamp``;
+  404 for a missing account. TokenReview authenticates only a token this emulator
+  issued, not expired by the injected clock, whose account still exists (same uid), and
+  whose audiences intersect the review's (default the API server's): ``status.user`` is
+  ``system:serviceaccount:<namespace>:<name>`` with its groups and ``status.audiences``
+  the intersection; anything else is ``authenticated`` absent with ``status.error``.
+  Tokens are opaque random strings, where a real cluster issues signed JWTs.
 * Errors are ``Status`` objects with the real reasons, messages and codes.
 
 The official client sends a dict patch body as ``application/strategic-merge-patch+json``
@@ -54,8 +64,9 @@ and a list as ``application/json-patch+json`` (pass ``_content_type`` for a JSON
 patch); its POST and PUT bodies carry no Content-Type, which the apiserver, and so this
 emulator, reads as JSON. It never calls discovery (/api, /apis).
 
-What it does not do: authentication and RBAC (any caller may do anything: compare
-:meth:`~KubeApiEmulator.calls` with a Role instead), watch, deletecollection,
+What it does not do: authenticate its callers and RBAC (any caller may do anything:
+compare :meth:`~KubeApiEmulator.calls` with a Role instead; it reviews tokens for
+others, above, but never checks its own callers'), watch, deletecollection,
 server-side apply, dryRun, pagination (``limit`` is ignored, which the API allows),
 resourceVersion semantics on reads, managedFields, schemas (unknown fields are stored,
 not dropped; types are only checked for string maps), most validation, the
@@ -70,6 +81,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -131,6 +143,10 @@ _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotF
             422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
             503: "ServiceUnavailable", 504: "Timeout"}
 _WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+#: The audience of tokens issued without one, and of reviews that name none.
+API_AUDIENCES = ("https://kubernetes.default.svc.cluster.local",)
+AUTHENTICATION = "authentication.k8s.io"
+_MIN_TOKEN_S, _MAX_TOKEN_S, _DEFAULT_TOKEN_S = 600, 2 ** 32, 3600
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,6 +161,8 @@ class Resource:
     create_on_update: bool = False  # a PUT of a missing object creates it
     return_deleted: bool = False  # DELETE answers with the object, not a Status
     graceful: bool = False  # supports graceful deletion
+    token: bool = False  # has a /token subresource (TokenRequest)
+    create_only: bool = False  # a virtual resource: create answers, nothing is stored
     fields: tuple[tuple[str, str], ...] = ()  # field selector label -> object path
 
     @property
@@ -176,7 +194,7 @@ _EVENT_FIELDS = (*_same(*(f"involvedObject.{f}" for f in (
 RESOURCES = {r.plural: r for r in (
     Resource("namespaces", "Namespace", namespaced=False, status=True,
              fields=_same("status.phase")),
-    Resource("serviceaccounts", "ServiceAccount", return_deleted=True),
+    Resource("serviceaccounts", "ServiceAccount", return_deleted=True, token=True),
     Resource("configmaps", "ConfigMap"),
     Resource("pods", "Pod", status=True, return_deleted=True, graceful=True,
              fields=_same("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
@@ -185,6 +203,8 @@ RESOURCES = {r.plural: r for r in (
     Resource("nodes", "Node", namespaced=False, status=True, fields=_same("spec.unschedulable")),
     Resource("events", "Event", create_on_update=True, fields=_EVENT_FIELDS),
     Resource("leases", "Lease", group="coordination.k8s.io", create_on_update=True),
+    Resource("tokenreviews", "TokenReview", group=AUTHENTICATION, namespaced=False,
+             create_only=True),
 )}
 PODS, NODES = RESOURCES["pods"], RESOURCES["nodes"]
 
@@ -228,6 +248,18 @@ class _Route:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Token:
+    """A token the emulator issued: whose, for what, until when."""
+
+    namespace: str
+    name: str
+    uid: str
+    audiences: tuple[str, ...]
+    expires: float
+    jti: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Failure:
     method: str
     resource: str
@@ -264,7 +296,8 @@ def _route(method: str, path: str, query: dict[str, str]) -> _Route:
     subresource = rest[2] if len(rest) > 2 else ""
     if (res is None or res.group != group or len(rest) > 3 or (namespace and not res.namespaced)
             or (name and res.namespaced and not namespace)
-            or (subresource and (subresource != "status" or not res.status))):
+            or (subresource and not ((subresource == "status" and res.status)
+                                     or (subresource == "token" and res.token)))):
         return _Route("", group, error=_not_found_path())
     if method == "GET":
         verb = "get" if name else "watch" if query.get("watch") in ("1", "true") else "list"
@@ -273,7 +306,11 @@ def _route(method: str, path: str, query: dict[str, str]) -> _Route:
                 "DELETE": "delete" if name else "deletecollection"}[method]
     error = None
     refused = "the server does not allow this method on the requested resource"
-    if (verb == "create" and name) or (verb in ("update", "patch") and not name):
+    if subresource == "token":  # TokenRequest: create on a named account, nothing else
+        if verb != "create":
+            error = ApiError(405, "MethodNotAllowed", refused, {})
+    elif (verb == "create" and name) or (verb in ("update", "patch") and not name) or (
+            res.create_only and verb != "create"):
         error = ApiError(405, "MethodNotAllowed", refused, {})
     elif verb in ("watch", "deletecollection"):
         error = ApiError(405, "MethodNotAllowed",
@@ -321,6 +358,7 @@ class KubeApiEmulator:
         self._observed_ready: dict[str, str | None] = {}
         self._calls: list[ApiCall] = []
         self._failures: list[_Failure] = []
+        self._tokens: dict[str, _Token] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
@@ -516,6 +554,10 @@ class KubeApiEmulator:
         if route.verb == "delete":
             return 200, self._delete(res, ns, name, query, body)
         document = self._json(body)
+        if res.plural == "tokenreviews":
+            return 201, self._token_review(document)
+        if sub == "token":
+            return 201, self._token_request(ns, name, document)
         if route.verb == "create":
             return 201, self._create(res, ns, self._body(res, document))
         if route.verb == "update":
@@ -534,6 +576,84 @@ class KubeApiEmulator:
         if not isinstance(document, dict) or not isinstance(document.get("metadata", {}), dict):
             raise bad_request(f'{res.kind} in version "v1" cannot be handled as a {res.kind}')
         return document
+
+    # -- service-account tokens --------------------------------------------------------
+
+    def _token_request(self, namespace: str, name: str, document: Any) -> Obj:
+        """``serviceaccounts/token``: a token for the account, its audiences, its lifetime."""
+        if not isinstance(document, dict) or document.get("kind", "TokenRequest") != \
+                "TokenRequest":
+            raise bad_request("the body must be a TokenRequest")
+        account = self._stored(RESOURCES["serviceaccounts"], namespace, name)
+        spec = document.get("spec") or {}
+        audiences = spec.get("audiences") or list(API_AUDIENCES)
+        seconds = spec.get("expirationSeconds", _DEFAULT_TOKEN_S)
+        errors = []
+        if not isinstance(audiences, list) or not all(
+                isinstance(a, str) and a for a in audiences):
+            errors.append(FieldError("spec.audiences", "Invalid", "must be a list of "
+                                     "non-empty strings", audiences))
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            errors.append(FieldError("spec.expirationSeconds", "Invalid", "must be an integer",
+                                     seconds))
+        elif seconds < _MIN_TOKEN_S:
+            errors.append(FieldError("spec.expirationSeconds", "Invalid",
+                                     "may not specify a duration less than 10 minutes", seconds))
+        elif seconds > _MAX_TOKEN_S:
+            errors.append(FieldError("spec.expirationSeconds", "Invalid",
+                                     "may not specify a duration larger than 2^32 seconds",
+                                     seconds))
+        if errors:
+            raise invalid("TokenRequest", name, AUTHENTICATION, errors)
+        now = self.clock()
+        token = secrets.token_urlsafe(48)
+        self._tokens[token] = _Token(namespace, name, account["metadata"]["uid"],
+                                     tuple(audiences), now + seconds, str(uuid.uuid4()))
+        return {"kind": "TokenRequest", "apiVersion": f"{AUTHENTICATION}/v1",
+                "metadata": {"name": name, "namespace": namespace,
+                             "creationTimestamp": _timestamp(now)},
+                "spec": {"audiences": list(audiences), "expirationSeconds": seconds,
+                         "boundObjectRef": None},
+                "status": {"token": token, "expirationTimestamp": _timestamp(now + seconds)}}
+
+    def _token_review(self, document: Any) -> Obj:
+        """``tokenreviews``: is the token one of ours, alive, for one of these audiences?"""
+        if not isinstance(document, dict) or document.get("kind", "TokenReview") != \
+                "TokenReview":
+            raise bad_request("the body must be a TokenReview")
+        spec = document.get("spec") or {}
+        token = spec.get("token")
+        if not isinstance(token, str) or not token:
+            raise bad_request("token is required for TokenReview in authentication")
+        wanted = spec.get("audiences") or list(API_AUDIENCES)
+        if not isinstance(wanted, list) or not all(isinstance(a, str) for a in wanted):
+            raise bad_request("spec.audiences must be a list of strings")
+        status: Obj = {"user": {}}
+        issued = self._tokens.get(token)
+        account = self._objects.get(("serviceaccounts", issued.namespace, issued.name)) \
+            if issued is not None else None
+        common = [a for a in wanted if issued is not None and a in issued.audiences]
+        if issued is None:
+            status["error"] = "[invalid bearer token, token is not a service account token]"
+        elif self.clock() >= issued.expires:
+            status["error"] = "[invalid bearer token, service account token has expired]"
+        elif account is None or account["metadata"]["uid"] != issued.uid:
+            status["error"] = "[invalid bearer token, service account token has been invalidated]"
+        elif not common:
+            status["error"] = (f"[invalid bearer token, token audiences "
+                               f"{json.dumps(list(issued.audiences))} is invalid for the target "
+                               f"audiences {json.dumps(wanted)}]")
+        else:
+            status = {"authenticated": True, "audiences": common, "user": {
+                "username": f"system:serviceaccount:{issued.namespace}:{issued.name}",
+                "uid": issued.uid,
+                "groups": ["system:serviceaccounts",
+                           f"system:serviceaccounts:{issued.namespace}",
+                           "system:authenticated"],
+                "extra": {"authentication.kubernetes.io/credential-id": [
+                    f"JTI={issued.jti}"]}}}
+        return {"kind": "TokenReview", "apiVersion": f"{AUTHENTICATION}/v1",
+                "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
     # -- verbs -------------------------------------------------------------------------
 

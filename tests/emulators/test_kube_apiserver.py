@@ -740,3 +740,91 @@ def test_the_client_loads_the_kubeconfig_it_writes(kube: KubeApiEmulator,
         namespaces = names(client.CoreV1Api(api_client).list_namespace())
     assert namespaces == ["default", "kube-node-lease", "kube-public", "kube-system"]
     assert not any(c.path in ("/api", "/apis", "/version") for c in kube.calls())
+
+
+# -- service-account tokens: TokenRequest and TokenReview ---------------------------------
+
+
+def token_for(core: client.CoreV1Api, namespace: str, name: str, *audiences: str,
+              seconds: int = 3600) -> str:
+    spec: dict[str, Any] = {"expirationSeconds": seconds}
+    if audiences:
+        spec["audiences"] = list(audiences)
+    answer = core.create_namespaced_service_account_token(name, namespace, {"spec": spec})
+    return answer.status.token
+
+
+def review(api: client.ApiClient, token: str, *audiences: str) -> client.V1TokenReviewStatus:
+    spec: dict[str, Any] = {"token": token}
+    if audiences:
+        spec["audiences"] = list(audiences)
+    return client.AuthenticationV1Api(api).create_token_review({"spec": spec}).status
+
+
+def test_token_request_issues_a_token_for_an_existing_account(
+        kube: KubeApiEmulator, core: client.CoreV1Api, clock: Clock) -> None:
+    core.create_namespaced_service_account("default", {"metadata": {"name": "sender"}})
+    answer = core.create_namespaced_service_account_token(
+        "sender", "default", {"spec": {"audiences": ["hpc-bridge"], "expirationSeconds": 600}})
+    assert answer.status.token and answer.spec.audiences == ["hpc-bridge"]
+    assert answer.status.expiration_timestamp.timestamp() == START + 600
+    defaulted = core.create_namespaced_service_account_token("sender", "default", {"spec": {}})
+    assert defaulted.spec.audiences == ["https://kubernetes.default.svc.cluster.local"]
+    assert defaulted.spec.expiration_seconds == 3600
+    assert defaulted.status.token != answer.status.token
+    missing = refused(core.create_namespaced_service_account_token, "nobody", "default",
+                      {"spec": {}})
+    assert (missing["code"], missing["reason"]) == (404, "NotFound")
+    short = refused(core.create_namespaced_service_account_token, "sender", "default",
+                    {"spec": {"expirationSeconds": 60}})
+    assert (short["code"], short["reason"]) == (422, "Invalid")
+    assert "may not specify a duration less than 10 minutes" in short["message"]
+    assert raw(kube, "GET", "/api/v1/namespaces/default/serviceaccounts/sender/token")[
+        "code"] == 405
+    assert {c.rbac for c in kube.calls(subresource="token")} == {
+        ("", "serviceaccounts/token", "create"), ("", "serviceaccounts/token", "get")}
+
+
+def test_token_review_authenticates_only_live_tokens_for_its_audiences(
+        kube: KubeApiEmulator, core: client.CoreV1Api, api: client.ApiClient,
+        clock: Clock) -> None:
+    core.create_namespace({"metadata": {"name": "team-a"}})
+    core.create_namespaced_service_account("team-a", {"metadata": {"name": "pipeline"}})
+    token = token_for(core, "team-a", "pipeline", "hpc-bridge", "other", seconds=600)
+    kube.reset_calls()
+    good = review(api, token, "hpc-bridge", "elsewhere")
+    assert good.authenticated is True and good.error is None
+    assert good.audiences == ["hpc-bridge"], "the intersection"
+    assert good.user.username == "system:serviceaccount:team-a:pipeline"
+    assert good.user.groups == ["system:serviceaccounts", "system:serviceaccounts:team-a",
+                                "system:authenticated"]
+    assert [c.rbac for c in kube.calls()] == [("authentication.k8s.io", "tokenreviews",
+                                               "create")]
+    assert kube.calls()[0].code == 201
+    for status in (review(api, token, "elsewhere"),  # not issued for it
+                   review(api, token),  # the API server's own audience
+                   review(api, "not-a-token-we-issued", "hpc-bridge")):
+        assert not status.authenticated and status.error and status.audiences is None
+        assert token not in status.error
+    clock.advance(600)
+    expired = review(api, token, "hpc-bridge")
+    assert not expired.authenticated and "expired" in expired.error
+
+
+def test_token_review_forgets_tokens_of_a_deleted_account(
+        kube: KubeApiEmulator, core: client.CoreV1Api, api: client.ApiClient) -> None:
+    core.create_namespaced_service_account("default", {"metadata": {"name": "gone"}})
+    token = token_for(core, "default", "gone")
+    assert review(api, token).authenticated is True, "default audience: the API server's"
+    core.delete_namespaced_service_account("gone", "default")
+    core.create_namespaced_service_account("default", {"metadata": {"name": "gone"}})
+    assert not review(api, token).authenticated, "another account of the same name"
+
+
+def test_token_review_is_create_only_and_needs_a_token(kube: KubeApiEmulator) -> None:
+    assert raw(kube, "GET", "/apis/authentication.k8s.io/v1/tokenreviews")["code"] == 405
+    assert raw(kube, "POST", "/apis/authentication.k8s.io/v1/namespaces/default/tokenreviews",
+               {"spec": {"token": "x"}})["code"] == 404, "cluster-scoped"
+    empty = raw(kube, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", {"spec": {}})
+    assert (empty["code"], empty["reason"]) == (400, "BadRequest")
+    assert kube.objects("tokenreviews") == [], "nothing is stored"

@@ -49,6 +49,12 @@ REFUSED: list[Any] = [
     {"target": "local", "command": ["true"], "namespace": "Not_A_Namespace"},
     {"target": "local", "command": ["true"], "name": "has space"},
     {"target": "nowhere", "command": ["true"]},
+    {"target": "local", "command": ["true"], "outputs": "result.txt"},
+    {"target": "local", "command": ["true"], "outputs": [f"f{i}" for i in range(33)]},
+    {"target": "local", "command": ["true"], "outputs": ["/etc/passwd"]},
+    {"target": "local", "command": ["true"], "outputs": ["a/../b"]},
+    {"target": "local", "command": ["true"], "outputs": ["a\nb"]},
+    {"target": "local", "command": ["true"], "outputs": ["a", "a"]},
 ]
 
 

@@ -32,6 +32,8 @@ EXPECTED = {
     "hpc-bridge status hello-slurm\n": r"SUCCEEDED[\s\S]*history",
     "hpc-bridge list": r"hello-slurm",
     "cat \"$SLURM_OUTPUT_DIR": r"hello from \S+, Slurm job \d+",
+    "logs hello-slurm --stored": r"hello from \S+, Slurm job \d+",
+    "outputs answer --get answer.txt": r"SUCCEEDED[\s\S]*\nanswer\.txt +3 +redis\n42\n\Z",
     "cancel long-one --wait": r"CANCELLED",
     "examples/curl/submit.sh": r"^hello-event\n[\s\S]*SUCCEEDED",
 }

@@ -109,6 +109,30 @@ def test_a_slurm_job_is_mirrored_from_submission_to_success(
     assert "Running" in reasons
 
 
+def test_a_running_jobs_log_tail_is_kept_fresh_in_its_config_map(
+        mirrored: DevStack, store: Store, core: client.CoreV1Api,
+        slurm_cluster: SlurmCluster) -> None:
+    go = slurm_cluster.workdir / f"go-{uuid.uuid4().hex[:8]}"
+    job_id = submitted(mirrored, {
+        "target": "hpc",
+        "script": f"#!/bin/sh\necho first line\nwhile [ ! -e {go} ]; do sleep 0.1; done\n"
+                  "echo last line\n"})
+    try:
+        tick_until(mirrored, store, job_id, "RUNNING")
+
+        def shown() -> str:
+            tick(mirrored)
+            return config_map(core, job_id)["data"].get("log_tail", "")
+
+        until(lambda: shown() == "first line\n", 60,
+              lambda: f"ConfigMap log_tail: {shown()!r}")
+        assert store.tail(job_id) == "first line\n", "Redis has it too"
+    finally:
+        go.touch()
+    tick_until(mirrored, store, job_id, "SUCCEEDED")
+    assert config_map(core, job_id)["data"]["log_tail"] == "first line\nlast line\n"
+
+
 def test_a_failed_job_shows_its_exit_code_and_reason(mirrored: DevStack, store: Store,
                                                      core: client.CoreV1Api) -> None:
     job_id = submitted(mirrored, {"target": "hpc", "command": ["sh", "-c", "exit 3"]})

@@ -173,18 +173,21 @@ def register_redis(label: str, url: str) -> None:
 
 def post(url: str, event_type: str, data: Any, *, event_id: str | None = None,
          source: str = SOURCE, mode: str = "binary", client: httpx.Client | None = None,
-         extensions: Mapping[str, str] | None = None, timeout: float = 60) -> httpx.Response:
-    """POST one CloudEvent; any 4xx/5xx answer is kept as evidence."""
+         extensions: Mapping[str, str] | None = None, timeout: float = 60,
+         headers: Mapping[str, str] | None = None) -> httpx.Response:
+    """POST one CloudEvent (with ``headers`` on top, e.g. Authorization); any 4xx/5xx
+    answer is kept as evidence."""
     attributes = {"type": event_type, "source": source, "id": event_id or uuid.uuid4().hex,
                   "specversion": "1.0", **(extensions or {})}
     if mode == "structured":
         body = json.dumps({**attributes, "datacontenttype": "application/json", "data": data})
-        headers = {"content-type": "application/cloudevents+json"}
+        sent = {"content-type": "application/cloudevents+json"}
     else:
         body = json.dumps(data)
-        headers = {f"ce-{k}": v for k, v in attributes.items()}
-        headers["content-type"] = "application/json"
-    answer = (client or httpx).post(url, content=body, headers=headers, timeout=timeout)
+        sent = {f"ce-{k}": v for k, v in attributes.items()}
+        sent["content-type"] = "application/json"
+    answer = (client or httpx).post(url, content=body, headers={**sent, **(headers or {})},
+                                    timeout=timeout)
     if answer.status_code >= 400:
         EVIDENCE.answer(url, answer)
     return answer
