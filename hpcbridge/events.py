@@ -22,6 +22,7 @@ __all__ = [
     "APISERVER_DELETE",
     "APISERVER_UPDATE",
     "CANCEL",
+    "NAMESPACE",
     "PING",
     "REJECTED",
     "REQUESTED",
@@ -47,6 +48,8 @@ APISERVER_UPDATE = "dev.knative.apiserver.resource.update"
 APISERVER_DELETE = "dev.knative.apiserver.resource.delete"
 SUBMITTED = "hpcbridge.job.submitted"
 REJECTED = "hpcbridge.job.rejected"
+#: the extension attribute naming the Kubernetes namespace of the job an event is about
+NAMESPACE = "namespace"
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -116,10 +119,13 @@ def trace_context(event: CloudEvent) -> dict[str, str]:
 
 
 def status_event(source: str, status: JobStatus, event_type: str | None = None,
-                 trace: Mapping[str, str] | None = None) -> CloudEvent:
+                 trace: Mapping[str, str] | None = None,
+                 namespace: str | None = None) -> CloudEvent:
     """The event announcing ``status`` (by default, its state's transition event).
 
-    ``trace`` (the request's trace context) is carried on every event about the job.
+    ``trace`` (the request's trace context) is carried on every event about the job, and
+    the job's Kubernetes ``namespace`` as the extension attribute ``namespace``, so that a
+    Trigger can route a team's events to that team alone (``filter.attributes``).
     """
     event_type = event_type or type_for_state(status.state)
     stamp = int((status.updated_at or 0) * 1000)
@@ -132,6 +138,7 @@ def status_event(source: str, status: JobStatus, event_type: str | None = None,
             "time": _timestamp(status.updated_at),
             "datacontenttype": "application/json",
             **(trace or {}),
+            **({NAMESPACE: namespace} if namespace else {}),
         },
         status.to_dict(),
     )

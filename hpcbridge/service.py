@@ -230,10 +230,14 @@ class Bridge:
     def _submit_reply(self, job: StoredJob) -> Reply:
         status = job.status
         if status.state.terminal and status.native_id is None:
-            return Reply(events.status_event(self.settings.source, status, trace=job.trace),
-                         "not-submitted")
-        return Reply(events.status_event(self.settings.source, status, events.SUBMITTED,
-                                         job.trace), "submitted")
+            return Reply(self._announce(job, status), "not-submitted")
+        return Reply(self._announce(job, status, events.SUBMITTED), "submitted")
+
+    def _announce(self, job: StoredJob, status: JobStatus,
+                  event_type: str | None = None) -> CloudEvent:
+        """The event about ``job`` at ``status``, with its trace context and namespace."""
+        return events.status_event(self.settings.source, status, event_type, job.trace,
+                                   job.request.get("namespace") or self.settings.namespace)
 
     def _load(self, job_id: str) -> StoredJob:
         job = self.store.load(job_id)
@@ -320,8 +324,7 @@ class Bridge:
                 if moved:
                     report.transitions += 1
                     metrics.TRANSITIONS.inc(name, str(change.status.state))
-                    report.events.append(events.status_event(
-                        self.settings.source, change.status, trace=change.job.trace))
+                    report.events.append(self._announce(change.job, change.status))
                 tail = self._log_tail(adapter, change.status) if moved else None
                 if tail is not None:
                     final_tails[change.job.job_id] = tail
@@ -475,8 +478,7 @@ class Bridge:
             if job.status.state is State.CANCELLED:
                 # A redelivery: the same answer again, so the cancel is announced even
                 # if the first answer was lost with the process that gave it.
-                return Reply(events.status_event(self.settings.source, job.status,
-                                                 trace=job.trace), "already-cancelled")
+                return Reply(self._announce(job, job.status), "already-cancelled")
             if job.status.state.terminal:
                 return Reply(None, "already-finished")
             adapter = self.targets.adapter(job.status.target)
@@ -498,8 +500,7 @@ class Bridge:
                 fault_point("cancel.after_record")
                 log.info("cancelled %s", job_id, extra={"job_id": job_id})
                 self._show(job, cancelled, job.version + 1, transition=True)
-                return Reply(events.status_event(self.settings.source, cancelled,
-                                                 trace=job.trace), "cancelled")
+                return Reply(self._announce(job, cancelled), "cancelled")
         raise Busy(f"job {job_id} kept changing while being cancelled")
 
     def _same_namespace(self, job: StoredJob, namespace: str | None) -> bool:

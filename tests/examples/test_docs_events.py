@@ -169,7 +169,8 @@ def test_a_status_example_is_exactly_what_the_bridge_emits(event_type: str) -> N
     else:
         assert events.type_for_state(status.state) == event_type
     trace = events.trace_context(shown)
-    emitted = events.status_event(shown["source"], status, event_type, trace=trace)
+    emitted = events.status_event(shown["source"], status, event_type, trace=trace,
+                                  namespace=shown["namespace"])
     assert emitted.get_attributes() == shown.get_attributes()
     assert emitted.data == shown.data
 

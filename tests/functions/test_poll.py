@@ -128,3 +128,20 @@ def test_a_malformed_traceparent_is_dropped_not_refused(bridge: DevStack) -> Non
                   extensions={"traceparent": "not-a-trace"})
     assert answer.status_code == 200
     assert reply(answer).get("traceparent") is None
+
+
+def test_every_event_about_a_job_names_its_namespace(bridge: DevStack, store: Store) -> None:
+    """A Trigger can route one team's events to that team alone (filter on `namespace`)."""
+    team = submitted(bridge, {"target": "local", "command": ["true"], "namespace": "team-a"})
+    plain = submitted(bridge, {"target": "local", "command": ["true"]})
+    for job_id in (team, plain):
+        tick_until(bridge, store, job_id, "SUCCEEDED")
+        until(lambda job_id=job_id: any(e["type"] == "hpcbridge.job.succeeded"
+                                        for e in emitted(bridge, job_id)),
+              10, lambda job_id=job_id: f"events: {emitted(bridge, job_id)}")
+    assert {e["namespace"] for e in emitted(bridge, team)} == {"team-a"}
+    assert {e["namespace"] for e in emitted(bridge, plain)} == {"default"}
+    answer = send(bridge.functions["submit"], events.REQUESTED,
+                  {"target": "local", "command": ["true"], "namespace": "team-b"})
+    assert reply(answer)["type"] == events.SUBMITTED
+    assert reply(answer)["namespace"] == "team-b", "the submit reply names it too"
