@@ -49,7 +49,6 @@ import base64
 import binascii
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -137,24 +136,11 @@ class SlurmRestAdapter:
     def submit(self, request: JobRequest, job_id: str) -> str:
         if (known := self._submitted.get(job_id)) is not None:
             return known
-        resources = request.resources
-        spec = slurm_api.JobSpec(
-            script=slurm_api.batch_script(request.script, request.command),
-            name=job_id,
-            comment=f"hpcbridge:{job_id}",
+        spec = slurm_api.JobSpec.for_request(
+            request, job_id, script=slurm_api.batch_script(request.script, request.command),
             working_dir=request.working_dir or str(self._working_dir),
             environment={"PATH": _DEFAULT_PATH, **request.environment},
-            output=f"{self._output_dir}/%j.out",
-            partition=request.queue or self._partition,
-            account=request.account,
-            time_limit_min=(math.ceil(resources.time_limit_s / 60)
-                            if resources.time_limit_s else None),
-            nodes=resources.nodes,
-            tasks=resources.tasks,
-            cpus_per_task=resources.cpus_per_task,
-            memory_mb=resources.memory_mb,
-            gpus=resources.gpus,
-        )
+            output=f"{self._output_dir}/%j.out", partition=self._partition)
         version = self._api_version()
         response = self._request("POST", f"slurm/{version}/job/submit",
                                  f"submit job {job_id}",

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from adapters.base import Observation
-from hpcbridge.model import Reason, State
+from hpcbridge.model import JobRequest, Reason, State
 
 __all__ = [
     "ALREADY_DONE",
@@ -262,6 +263,31 @@ class JobSpec:
     cpus_per_task: int | None = None
     memory_mb: int | None = None
     gpus: int | None = None
+
+    @classmethod
+    def for_request(cls, request: JobRequest, job_id: str, *, script: str, working_dir: str,
+                    environment: Mapping[str, str], output: str,
+                    partition: str | None) -> JobSpec:
+        """The job ``request`` asks for, tagged with ``job_id`` (its name and comment);
+        ``partition`` is the target's, for a request that names no queue."""
+        resources = request.resources
+        return cls(
+            script=script,
+            name=job_id,
+            comment=f"hpcbridge:{job_id}",
+            working_dir=working_dir,
+            environment=environment,
+            output=output,
+            partition=request.queue or partition,
+            account=request.account,
+            time_limit_min=(math.ceil(resources.time_limit_s / 60)
+                            if resources.time_limit_s else None),
+            nodes=resources.nodes,
+            tasks=resources.tasks,
+            cpus_per_task=resources.cpus_per_task,
+            memory_mb=resources.memory_mb,
+            gpus=resources.gpus,
+        )
 
 
 def submission(version: str, spec: JobSpec) -> dict[str, Any]:

@@ -64,7 +64,6 @@ apptainer or singularity); job arrays.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -145,24 +144,10 @@ class SlurmSshAdapter:
             raise ManagerRejected(f"target {self.name!r}: job {job_id}: {exc}") from None
         batch_path = f"{job_dir}/job.sh"
         self._ssh.write_file(batch_path, batch)
-        resources = request.resources
-        spec = slurm_api.JobSpec(
-            script=batch,
-            name=job_id,
-            comment=f"hpcbridge:{job_id}",
-            working_dir=request.working_dir or job_dir,
+        spec = slurm_api.JobSpec.for_request(
+            request, job_id, script=batch, working_dir=request.working_dir or job_dir,
             environment=request.environment,
-            output=slurm_cli.output_pattern(self._remote_dir),
-            partition=request.queue or self._partition,
-            account=request.account,
-            time_limit_min=(math.ceil(resources.time_limit_s / 60)
-                            if resources.time_limit_s else None),
-            nodes=resources.nodes,
-            tasks=resources.tasks,
-            cpus_per_task=resources.cpus_per_task,
-            memory_mb=resources.memory_mb,
-            gpus=resources.gpus,
-        )
+            output=slurm_cli.output_pattern(self._remote_dir), partition=self._partition)
         what = f"submit job {job_id}"
         result = self._ssh.run(slurm_cli.sbatch_args(self._commands["sbatch"], spec, batch_path))
         if result.exit_status != 0:

@@ -1,5 +1,6 @@
-"""Submission overhead: sequential submits through the submit function vs straight to
-slurmrestd, against the same real Slurm cluster in the same run.
+"""Submission overhead: submits through the submit function vs straight to slurmrestd,
+against the same real Slurm cluster in the same run: one client submitting one job after
+another, then ``CLIENTS`` clients at once (as many pipeline steps submit together).
 
 Both paths submit the same job with the same slurmrestd request body (built by the
 adapter's own ``slurm_api.submission``: name, comment, output file, environment). The
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ from tests.services.redis_server import RedisServer, free_port
 from tests.services.slurm import SlurmCluster
 
 ROOT = Path(__file__).resolve().parent.parent
+#: clients submitting at once in the second measurement
+CLIENTS = 8
 SCRIPT = "#!/bin/sh\ntrue\n"
 
 
@@ -66,6 +71,22 @@ def _bridge(client: httpx.Client, url: str, count: int) -> list[float]:
         if answer.status_code != 200 or answer.headers.get("ce-type") != events.SUBMITTED:
             raise RuntimeError(f"bridge submit failed: {answer.status_code} {answer.text}")
     return latencies
+
+
+def _at_once(submit: Callable[[httpx.Client, int], list[float]], count: int
+             ) -> tuple[float, list[float]]:
+    """``count`` submissions by :data:`CLIENTS` clients at once: wall time, latencies."""
+    share = [count // CLIENTS + (i < count % CLIENTS) for i in range(CLIENTS)]
+    clients = [httpx.Client(timeout=60) for _ in range(CLIENTS)]
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(submit, clients, share))
+        wall = time.perf_counter() - started
+    finally:
+        for client in clients:
+            client.close()
+    return wall, [latency for result in results for latency in result]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -105,9 +126,19 @@ def run(jobs: int = 200, rounds: int = 4) -> dict[str, Any]:
                 _bridge(client, url, 5)  # warm: first adapter use, version discovery
                 direct, bridged = [], []
                 per_round = jobs // rounds
+                token = cluster.token()
                 for _ in range(rounds):
-                    direct += _direct(client, cluster, cluster.token(), per_round)
+                    direct += _direct(client, cluster, token, per_round)
                     bridged += _bridge(client, url, per_round)
+                walls = {"direct": 0.0, "bridge": 0.0}
+                concurrent: dict[str, list[float]] = {"direct": [], "bridge": []}
+                for _ in range(rounds):
+                    for path, submit in (
+                            ("direct", lambda c, n: _direct(c, cluster, token, n)),
+                            ("bridge", lambda c, n: _bridge(c, url, n))):
+                        wall, latencies = _at_once(submit, per_round)
+                        walls[path] += wall
+                        concurrent[path] += latencies
         finally:
             function.terminate()
             function.wait()
@@ -121,6 +152,15 @@ def run(jobs: int = 200, rounds: int = 4) -> dict[str, Any]:
             "direct_p50_ms": 1000 * statistics.median(direct),
             "direct_p99_ms": 1000 * _percentile(direct, 0.99),
             "direct_ms": [1000 * v for v in direct], "bridge_ms": [1000 * v for v in bridged],
+            "clients": CLIENTS,
+            "concurrent_direct_per_s": len(concurrent["direct"]) / walls["direct"],
+            "concurrent_bridge_per_s": len(concurrent["bridge"]) / walls["bridge"],
+            "concurrent_ratio": (len(concurrent["bridge"]) / walls["bridge"])
+            / (len(concurrent["direct"]) / walls["direct"]),
+            "concurrent_bridge_p50_ms": 1000 * statistics.median(concurrent["bridge"]),
+            "concurrent_bridge_p99_ms": 1000 * _percentile(concurrent["bridge"], 0.99),
+            "concurrent_direct_p50_ms": 1000 * statistics.median(concurrent["direct"]),
+            "concurrent_direct_p99_ms": 1000 * _percentile(concurrent["direct"], 0.99),
             "runtime_s": time.monotonic() - started}
 
 
@@ -130,7 +170,12 @@ def lines(r: dict[str, Any]) -> list[str]:
             f"{r['bridge_per_s']:.0f}/s, ratio {r['ratio']:.2f}",
             f"latency event -> native id: p50 {r['bridge_p50_ms']:.1f} ms, "
             f"p99 {r['bridge_p99_ms']:.1f} ms (direct p50 {r['direct_p50_ms']:.1f} ms, "
-            f"p99 {r['direct_p99_ms']:.1f} ms)"]
+            f"p99 {r['direct_p99_ms']:.1f} ms)",
+            f"{r['clients']} clients at once: direct {r['concurrent_direct_per_s']:.0f}/s, "
+            f"through the submit function {r['concurrent_bridge_per_s']:.0f}/s, ratio "
+            f"{r['concurrent_ratio']:.2f} (p50 {r['concurrent_bridge_p50_ms']:.1f} ms, "
+            f"p99 {r['concurrent_bridge_p99_ms']:.1f} ms; direct p50 "
+            f"{r['concurrent_direct_p50_ms']:.1f} ms)"]
 
 
 def main() -> dict[str, Any]:
