@@ -9,6 +9,7 @@ computing (decoding, building objects, deciding), its "own time".
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ __all__ = [
     "MANAGER",
     "REDIS",
     "TIMED_SLURM_KIND",
+    "GcTimer",
     "Meter",
     "TimedEmitter",
     "TimedSlurmAdapter",
@@ -186,6 +188,36 @@ class TimedEmitter(Emitter):
             with EMIT._lock:
                 EMIT.calls += len(batch)
                 EMIT.seconds += time.perf_counter() - started
+
+
+# --- the garbage collector ------------------------------------------------------------------
+
+class GcTimer:
+    """Time this process's cyclic garbage collector takes inside a ``with`` block.
+
+    Its pauses land in whatever code happens to run, so a profile spreads them over
+    unrelated functions; ``gc.callbacks`` adds them up.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        #: collections of the oldest generation (the whole heap)
+        self.full = 0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 # --- other processes ----------------------------------------------------------------------

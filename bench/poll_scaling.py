@@ -369,7 +369,8 @@ class Rig:
         if profile is not None:
             profile.enable()
         try:
-            reply = self.bridge.poll(_tick_event())
+            with meters.GcTimer() as collector:
+                reply = self.bridge.poll(_tick_event())
         finally:
             if profile is not None:
                 profile.disable()
@@ -382,6 +383,7 @@ class Rig:
         waits = manager["seconds"] + redis_["seconds"] + kube["seconds"] + emit["seconds"]
         return {
             "kind": kind, "wall_s": wall, "own_s": wall - waits, "cpu_s": own_cpu,
+            "gc_s": collector.seconds, "gc_full": collector.full,
             "manager_s": manager["seconds"], "redis_s": redis_["seconds"],
             "kube_s": kube["seconds"], "emit_s": emit["seconds"],
             "manager_cpu_s": cpu,
@@ -674,17 +676,21 @@ def describe(results: dict[str, Any]) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The per-tick table, as Markdown."""
-    lines = ["| N | tick | wall s | own s | bridge CPU s | manager wait s | Redis wait s "
+    lines = ["| N | tick | wall s | own s | bridge CPU s | of which GC s (full collections) "
+             "| manager wait s | Redis wait s "
              "| Kubernetes wait s | events wait s | manager requests | Redis round trips "
              "| Kubernetes writes | Kubernetes reads | transitions |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for step in results["steps"]:
         for key in ("steady", "full", "change"):
             t = step[key]
             statuses = ",".join(f"{n}x{s}" for s, n in sorted(t["manager_statuses"].items()))
             lines.append(
                 f"| {step['n']:,} | {t['kind']} | {t['wall_s']:.3f} | {t['own_s']:.3f} | "
-                f"{t['cpu_s']:.3f} | {t['manager_s']:.3f} | {t['redis_s']:.3f} | "
+                f"{t['cpu_s']:.3f} | "
+                + (f"{t['gc_s']:.3f} ({t['gc_full']})" if "gc_s" in t else "-")
+                + f" | "
+                f"{t['manager_s']:.3f} | {t['redis_s']:.3f} | "
                 f"{t['kube_s']:.3f} | "
                 f"{t['emit_s']:.3f} | {t['manager_requests']} ({statuses}) | "
                 f"{t['redis_round_trips']} | {t['kube_writes']} | {t['kube_reads']} | "

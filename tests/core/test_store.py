@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+import redis
 
-from hpcbridge.model import JobStatus, State
+from hpcbridge.model import JobStatus, Reason, State
 from hpcbridge.store import Change, Store, StoreUnavailable
 
 REQUEST = {"target": "t", "command": ["true"]}
@@ -111,3 +112,38 @@ def test_an_unreachable_redis_is_reported_as_unavailable() -> None:
         dead.load("j1")
     with pytest.raises(StoreUnavailable):
         dead.claim(accepted(), REQUEST, "o", 1.0)
+
+
+def test_a_record_reads_back_as_it_was_written(store: Store) -> None:
+    trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    store.claim(accepted(), {**REQUEST, "labels": {"team": "physics"}}, "o", 200.0, trace)
+    store.record_native("j1", "o", "5")
+    job = store.load("j1")
+    assert job is not None
+    ended = job.status.replace(state=State.FAILED, reason=Reason.OUT_OF_MEMORY, exit_code=137,
+                               native_state="OUT_OF_MEMORY", started_at=101.5,
+                               finished_at=102.25, updated_at=102.25)
+    assert store.apply([Change(job, ended)]) == {"j1"}
+    jobs = store.load_many(["j1", "missing"])
+    assert list(jobs) == ["j1"], "a missing id is absent"
+    again = jobs["j1"]
+    assert again.status == ended.replace(native_id="5")
+    assert (again.version, again.claim, again.claim_until, again.trace) == (3, None, None, trace)
+    assert again.request == {**REQUEST, "labels": {"team": "physics"}}
+    assert store.load_many([]) == {}
+
+
+def test_marking_mirrored_clears_only_jobs_still_at_the_version_shown(
+        redis_client: redis.Redis) -> None:
+    store = Store(redis_client, track_mirror=True)
+    for job_id in ("j1", "j2", "j3"):
+        store.claim(accepted(job_id), REQUEST, "o", 200.0)
+    assert set(store.unmirrored()) == {"j1", "j2", "j3"}
+    job = store.load("j2")
+    assert job is not None
+    store.apply([Change(job, job.status.replace(state=State.QUEUED))])
+    store.mark_mirrored([("j1", 1), ("j2", 1), ("j3", 1)])
+    assert store.unmirrored() == ["j2"], "j2 changed after the mirror showed version 1"
+    store.mark_mirrored([("j2", 2)])
+    store.mark_mirrored([])
+    assert store.unmirrored() == []
