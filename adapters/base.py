@@ -97,7 +97,11 @@ class Adapter(Protocol):
     """One external manager behind one target name."""
 
     kind: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What it can do: a class attribute for most kinds, per instance where it depends
+        on the settings (LSF reads files only over SSH)."""
 
     def submit(self, request: JobRequest, job_id: str) -> str:
         """Start the job, tagged with ``job_id``; return the manager's native id."""

@@ -86,7 +86,7 @@ class Settings:
     #: output bytes per job kept in Redis when no bucket is configured
     outputs_redis_bytes: int = 1 << 20
     #: the largest output file copied to the bucket
-    outputs_file_bytes: int = 256 << 20
+    outputs_file_bytes: int = 64 << 20
     #: the S3-compatible bucket outputs go to (else Redis)
     bucket: BucketConfig | None = None
     mirror: bool = False

@@ -120,12 +120,13 @@ redis.call('HSET', KEYS[1], 'claim_until', ARGV[2])
 return 1
 """
 
+# ARGV: token, native id, job id, then the record's fields to answer with.
 _RECORD_NATIVE = """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'native_id', ARGV[2], 'claim', '', 'claim_until', '')
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 if KEYS[2] then redis.call('SADD', KEYS[2], ARGV[3]) end
-return 1
+return redis.call('HMGET', KEYS[1], unpack(ARGV, 4))
 """
 
 # ARGV: prefix, '1' to track the mirror, then per change: id, expected version, n,
@@ -188,6 +189,22 @@ def _encode(value: Any) -> str:
 
 def _status_fields(status: JobStatus) -> dict[str, str]:
     return {name: _encode(getattr(status, name)) for name in _STATUS_FIELDS}
+
+
+def _stored_job(raw: Sequence[str | None]) -> StoredJob | None:
+    """A record read as the values of :data:`_RECORD_FIELDS`; None for a missing job."""
+    status_end = len(_STATUS_FIELDS)
+    version, claim, claim_until, request, *trace = raw[status_end:]
+    if version is None:
+        return None
+    return StoredJob(
+        status=_decode_status(raw[:status_end]),
+        request_json=request or "{}",
+        version=int(version),
+        claim=claim or None,
+        claim_until=float(claim_until) if claim_until else None,
+        trace={name: value for name, value in zip(_TRACE, trace, strict=True) if value},
+    )
 
 
 def _decode_status(raw: Sequence[str | None]) -> JobStatus:
@@ -281,12 +298,13 @@ class Store:
         with self._errors():
             self._release_claim(keys=[self._key("job", job_id)], args=[token, repr(until)])
 
-    def record_native(self, job_id: str, token: str, native_id: str) -> bool:
-        """Record the manager's id if ``token`` still owns the submission."""
+    def record_native(self, job_id: str, token: str, native_id: str) -> StoredJob | None:
+        """Record the manager's id if ``token`` still owns the submission; the record as
+        it is then (in the same round trip), or None when the claim was lost."""
         with self._errors():
-            return bool(self._record_native(keys=[self._key("job", job_id),
-                                                  *self._unmirrored_key()],
-                                            args=[token, native_id, job_id]))
+            raw = self._record_native(keys=[self._key("job", job_id), *self._unmirrored_key()],
+                                      args=[token, native_id, job_id, *_RECORD_FIELDS])
+        return _stored_job(raw) if raw else None
 
     # -- reading ------------------------------------------------------------------------
 
@@ -302,19 +320,10 @@ class Store:
             raws = self._load(keys=[self._key("job", job_id) for job_id in ids],
                               args=_RECORD_FIELDS)
         jobs = {}
-        status_end = len(_STATUS_FIELDS)
         for job_id, raw in zip(ids, raws, strict=True):
-            version, claim, claim_until, request, *trace = raw[status_end:]
-            if version is None:
-                continue  # no such job
-            jobs[job_id] = StoredJob(
-                status=_decode_status(raw[:status_end]),
-                request_json=request or "{}",
-                version=int(version),
-                claim=claim or None,
-                claim_until=float(claim_until) if claim_until else None,
-                trace={name: value for name, value in zip(_TRACE, trace, strict=True) if value},
-            )
+            job = _stored_job(raw)
+            if job is not None:
+                jobs[job_id] = job
         return jobs
 
     def mark_mirrored(self, shown: Iterable[tuple[str, int]]) -> None:

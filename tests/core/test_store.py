@@ -42,10 +42,10 @@ def test_exactly_one_of_many_concurrent_claims_wins(store: Store) -> None:
 
 def test_native_id_is_recorded_only_by_the_owner(store: Store) -> None:
     store.claim(accepted(), REQUEST, "owner", 200.0)
-    assert not store.record_native("j1", "intruder", "55")
-    assert store.record_native("j1", "owner", "55")
+    assert store.record_native("j1", "intruder", "55") is None
+    recorded = store.record_native("j1", "owner", "55")
     job = store.load("j1")
-    assert job is not None
+    assert job is not None and recorded == job, "the record, read in the same round trip"
     assert (job.status.native_id, job.claim, job.claim_until, job.version) == \
         ("55", None, None, 2)
     assert not store.record_native("j1", "owner", "56"), "a claim is spent once"

@@ -337,6 +337,25 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the emulator's record is :meth:`KubeApiEmulator.calls`."""
 
 
+
+def _wants_metadata_only(accept: str) -> bool:
+    """Whether the client's first choice is the metadata-only list form the real
+    apiserver serves for ``application/json;as=PartialObjectMetadataList;g=meta.k8s.io;
+    v=v1`` (client-go's metadata client asks for it, with plain JSON as the fallback)."""
+    first = accept.split(",")[0]
+    kind, *parameters = [part.strip() for part in first.split(";")]
+    wanted = dict(p.split("=", 1) for p in parameters if "=" in p)
+    return kind == "application/json" and wanted == {
+        "as": "PartialObjectMetadataList", "g": "meta.k8s.io", "v": "v1"}
+
+
+def _partial_metadata_list(answer: Obj) -> Obj:
+    """A list as PartialObjectMetadataList: each item only its metadata."""
+    return {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": answer["metadata"],
+            "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                       "metadata": item["metadata"]} for item in answer["items"]]}
+
 class KubeApiEmulator:
     """An in-process Kubernetes API server emulator; see the module docstring.
 
@@ -494,6 +513,7 @@ class KubeApiEmulator:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         content_type = (handler.headers.get("Content-Type") or "").split(";")[0].strip()
+        metadata_only = _wants_metadata_only(handler.headers.get("Accept") or "")
         route = _route(handler.command, url.path, query)
         payload = None
         code = 0
@@ -507,6 +527,8 @@ class KubeApiEmulator:
                         raise self._injected(route, int(failure.status))
                     self._expire_events()
                     code, answer = self._dispatch(route, query, body, content_type)
+                    if metadata_only and route.verb == "list" and code == 200:
+                        answer = _partial_metadata_list(answer)
                 except ApiError as error:
                     code, answer = error.code, error.status()
                 except Exception as exc:  # an emulator bug: visible, not a hung client

@@ -169,6 +169,23 @@ def test_list_items_carry_no_kind_but_the_list_does(core: client.CoreV1Api) -> N
     assert "kind" not in listing["items"][0]
 
 
+def test_a_list_in_metadata_only_form_has_each_items_metadata_alone(
+        core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod("default", pod("a"))
+    accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+    answer = json.loads(core.list_pod_for_all_namespaces(
+        label_selector="app=proxy", _headers={"Accept": accept}, _preload_content=False).data)
+    assert (answer["kind"], answer["apiVersion"]) == ("PartialObjectMetadataList",
+                                                      "meta.k8s.io/v1")
+    (item,) = answer["items"]
+    assert set(item) == {"kind", "apiVersion", "metadata"}
+    assert item["kind"] == "PartialObjectMetadata" and item["metadata"]["name"] == "a"
+    assert item["metadata"]["labels"] == {"app": "proxy"}
+    plain = json.loads(core.list_pod_for_all_namespaces(
+        label_selector="app=proxy", _preload_content=False).data)
+    assert plain["kind"] == "PodList" and "spec" in plain["items"][0]
+
+
 def test_create_conflicts_and_missing_namespace(core: client.CoreV1Api) -> None:
     core.create_namespaced_config_map("default", {"metadata": {"name": "job-1"}})
     body = refused(core.create_namespaced_config_map, "default", {"metadata": {"name": "job-1"}})
