@@ -25,7 +25,7 @@ from hpcbridge.dev import DevStack, free_port
 from hpcbridge.mirror import Mirror
 from hpcbridge.model import JobStatus, State
 from hpcbridge.store import Store
-from tests.adapters import until
+from tests.adapters import held_command, until
 from tests.emulators.kube_apiserver import KubeApiEmulator
 from tests.functions.conftest import write_targets
 from tests.services.redis_server import RedisServer
@@ -66,16 +66,10 @@ def isolated(base: Path) -> dict[str, str]:
 
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Path]:
-    """A file whose creation lets a :func:`held` job finish; created at the end anyway."""
+    """A file whose creation lets a :func:`held_command` job finish; created at the end anyway."""
     path = tmp_path / "go"
     yield path
     path.touch()
-
-
-def held(gate: Path) -> list[str]:
-    """A command that prints 'started', waits for ``gate``, prints 'released'."""
-    return ["sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done; "
-            "echo released"]
 
 
 def where(stack: DevStack) -> list[str]:
@@ -167,7 +161,7 @@ def test_submit_wait_exits_with_the_jobs_exit_code(cli_stack: DevStack, store: S
 def test_submit_wait_prints_a_row_per_change_up_to_succeeded(cli_stack: DevStack,
                                                              store: Store, gate: Path) -> None:
     waiting = subprocess.Popen(command("submit", "--wait", "--name", "hello", "--command",
-                                       *held(gate), stack=cli_stack),
+                                       *held_command(gate), stack=cli_stack),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = threading.Timer(60, gate.touch)  # should RUNNING never show, the job ends
     deadline.start()
@@ -297,7 +291,7 @@ def test_logs_prints_the_whole_output_or_its_tail(cli_stack: DevStack, store: St
 
 def test_logs_follow_prints_new_output_until_the_job_ends(cli_stack: DevStack, store: Store,
                                                           gate: Path) -> None:
-    job_id = hpc_bridge("submit", "--command", *held(gate), stack=cli_stack).stdout.strip()
+    job_id = hpc_bridge("submit", "--command", *held_command(gate), stack=cli_stack).stdout.strip()
     follower = subprocess.Popen(command("logs", job_id, "--follow", stack=cli_stack),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -317,7 +311,7 @@ def test_logs_follow_prints_new_output_until_the_job_ends(cli_stack: DevStack, s
 
 def test_logs_stored_prints_the_tail_the_bridge_keeps(cli_stack: DevStack, store: Store,
                                                       gate: Path) -> None:
-    job_id = hpc_bridge("submit", "--command", *held(gate), stack=cli_stack).stdout.strip()
+    job_id = hpc_bridge("submit", "--command", *held_command(gate), stack=cli_stack).stdout.strip()
 
     def stored() -> str:
         done = hpc_bridge("logs", job_id, "--stored", stack=cli_stack)
@@ -389,7 +383,7 @@ def test_cancel_stops_a_running_job(cli_stack: DevStack, store: Store) -> None:
 
 def test_watch_shows_the_active_jobs(cli_stack: DevStack, store: Store, gate: Path,
                                      isolated: dict[str, str]) -> None:
-    job_id = hpc_bridge("submit", "--target", "other", "--command", *held(gate),
+    job_id = hpc_bridge("submit", "--target", "other", "--command", *held_command(gate),
                         stack=cli_stack).stdout.strip()
     until_state(store, job_id, State.RUNNING)
     frame = hpc_bridge("watch", "--once", stack=cli_stack).stdout.splitlines()
@@ -422,7 +416,7 @@ def test_targets_says_which_managers_answer_and_their_active_jobs(
     targets = write_targets(tmp_path / "targets.yaml", {**configured, "away": {
         "kind": "slurm", "url": f"http://127.0.0.1:{free_port()}", "user": "alice",
         "token_file": str(token), "output_dir": str(tmp_path), "api_version": "v0.0.38"}})
-    job_id = hpc_bridge("submit", "--command", *held(gate), stack=cli_stack).stdout.strip()
+    job_id = hpc_bridge("submit", "--command", *held_command(gate), stack=cli_stack).stdout.strip()
     until_state(store, job_id, State.RUNNING)
 
     table = hpc_bridge("targets", stack=cli_stack)

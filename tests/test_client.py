@@ -17,7 +17,7 @@ from hpcbridge.dev import DevStack, free_port
 from hpcbridge.mirror import Mirror
 from hpcbridge.model import JobRequest, JobStatus, State
 from hpcbridge.store import Store
-from tests.adapters import until
+from tests.adapters import held_command, until
 from tests.emulators.kube_apiserver import KubeApiEmulator
 from tests.functions.conftest import write_targets
 from tests.services.redis_server import RedisServer
@@ -62,11 +62,6 @@ def gate(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "go"
     yield path
     path.touch()
-
-
-def held(gate: Path) -> list[str]:
-    return ["sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done; "
-            "echo released"]
 
 
 def state_of(hpc: Client, job_id: str) -> State | None:
@@ -125,7 +120,7 @@ def test_a_job_request_with_an_id_makes_one_job_however_often_sent(hpc: Client,
 
 def test_wait_gives_up_and_cancel_ends_a_running_job(hpc: Client, bridge: DevStack,
                                                      gate: Path) -> None:
-    job_id = hpc.submit({"target": "local", "command": held(gate)})
+    job_id = hpc.submit({"target": "local", "command": held_command(gate)})
     with pytest.raises(client.WaitTimeout) as timed_out:
         hpc.wait(job_id, timeout_s=0.3)
     assert isinstance(timed_out.value, TimeoutError) and job_id in str(timed_out.value)
@@ -143,7 +138,7 @@ def test_wait_gives_up_and_cancel_ends_a_running_job(hpc: Client, bridge: DevSta
 
 def test_follow_logs_yields_only_new_output_until_the_job_ends(hpc: Client,
                                                               gate: Path) -> None:
-    job_id = hpc.submit({"target": "local", "command": held(gate)})
+    job_id = hpc.submit({"target": "local", "command": held_command(gate)})
     chunks = hpc.follow_logs(job_id, poll_s=0.05)
     assert next(chunks) == "started\n"
     assert not hpc.status(job_id).state.terminal
@@ -155,7 +150,7 @@ def test_follow_logs_yields_only_new_output_until_the_job_ends(hpc: Client,
 
 
 def test_targets_reports_kind_answer_and_active_jobs(hpc: Client, gate: Path) -> None:
-    job_id = hpc.submit({"target": "other", "command": held(gate)})
+    job_id = hpc.submit({"target": "other", "command": held_command(gate)})
     running(hpc, job_id)
     reports = {r.name: r for r in hpc.targets()}
     assert set(reports) == {"local", "other"}

@@ -1,4 +1,5 @@
-"""Adapter tests: the harness interface of the conformance suite and waiting helpers.
+"""Adapter tests: the harness interface of the conformance suite, what harnesses share,
+and waiting helpers.
 
 A harness drives one adapter kind for :mod:`tests.adapters.test_conformance`; the
 registry of harnesses is ``HARNESSES`` in :mod:`tests.adapters.conftest`.
@@ -6,23 +7,26 @@ registry of harnesses is ``HARNESSES`` in :mod:`tests.adapters.conftest`.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 import pytest
 
 from adapters.base import Adapter, Observation
+from hpcbridge.dev import free_port
 from hpcbridge.model import JobRequest, Resources
 
-__all__ = ["CountingTransport", "Harness", "RemoteHarness", "VanishingHarness",
-           "build_request", "cancel_until_gone", "finished", "new_job_id", "observe_until",
-           "until", "wait_for"]
+__all__ = ["CountingTransport", "EmulatorHarness", "Harness", "HttpHarness", "RemoteHarness",
+           "VanishingHarness", "build_request", "cancel_until_gone", "finished",
+           "held_command", "new_job_id", "observe_until", "secret_file", "until", "wait_for"]
 
 _POLL_S = 0.05
+A = TypeVar("A", bound=Adapter)
 
 
 class Harness(Protocol):
@@ -87,6 +91,109 @@ class CountingTransport(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.count += 1
         return super().handle_request(request)
+
+
+class HttpHarness(Generic[A]):
+    """What the harnesses of adapters speaking HTTP to their manager share.
+
+    A subclass names :attr:`target` and :attr:`adapter_class` and calls :meth:`_connect`
+    with its settings.
+    """
+
+    target: str
+    #: Called as ``adapter_class(target, settings, transport=...)``.
+    adapter_class: Callable[..., A]
+    #: The path of the API's base URL, as the ``url`` setting ends.
+    url_path = ""
+    #: A request's fields when a test gives neither a command nor a script.
+    default_request: ClassVar[Mapping[str, Any] | None] = None
+    settings: dict[str, Any]
+    adapter: A
+
+    def _connect(self, settings: dict[str, Any], transport: httpx.BaseTransport | None) -> None:
+        """Make :attr:`adapter` for ``settings``, counting its requests unless ``transport``
+        replaces the counting one."""
+        self.settings = settings
+        self._counter = CountingTransport()
+        self.adapter = self.adapter_class(self.target, settings,
+                                          transport=transport or self._counter)
+
+    def calls(self) -> int:
+        return self._counter.count
+
+    def make(self, **changes: Any) -> A:
+        """An adapter of this target (not counted) with ``changes`` to its settings."""
+        return self.adapter_class(self.target, {**self.settings, **changes})
+
+    def unreachable(self) -> A:
+        return self.make(url=f"http://127.0.0.1:{free_port()}{self.url_path}")
+
+    def request(self, **overrides: Any) -> JobRequest:
+        """A minimal valid request: :attr:`default_request` (``true`` as a command), unless
+        a script or a command is given."""
+        return build_request(self.target, overrides, self.default_request)
+
+
+class _Emulator(Protocol):
+    def release(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+E = TypeVar("E", bound=_Emulator)
+
+
+class EmulatorHarness(HttpHarness[A], Generic[A, E]):
+    """An :class:`HttpHarness` whose manager is an emulator of its own, stopped at close.
+
+    The subclass starts :attr:`emulator` after this ``__init__``; secrets go to files in
+    a private directory, as mounted Secrets are.
+    """
+
+    emulator: E
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.shared_dir = tmp_path / "shared"
+        self.shared_dir.mkdir()
+        self._secrets = tmp_path / "secrets"
+        self._secrets.mkdir(mode=0o700)
+
+    def _secret(self, value: str) -> str:
+        """The path of a new file holding ``value``, for a ``*_file`` setting."""
+        return str(secret_file(self._secrets, value))
+
+    def _submit_held(self, hold: str, prefix: str, overrides: Mapping[str, Any]) -> str:
+        """Submit ``request(**overrides)`` while the emulator's flag named ``hold`` is set:
+        the emulator holds the job until :meth:`release`."""
+        setattr(self.emulator, hold, True)
+        try:
+            return self.adapter.submit(self.request(**overrides),
+                                       f"{prefix}-{uuid.uuid4().hex}")
+        finally:
+            setattr(self.emulator, hold, False)
+
+    def release(self) -> None:
+        self.emulator.release()
+
+    def close(self) -> None:
+        self.emulator.stop()
+        self.adapter.close()
+
+
+def secret_file(directory: Path, value: str, prefix: str = "secret") -> Path:
+    """A new file (mode 0600) in ``directory`` holding ``value``, the way a mounted Secret
+    does."""
+    path = directory / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return path
+
+
+def held_command(gate: Path) -> list[str]:
+    """A command that prints 'started', waits until ``gate`` exists, prints 'released'."""
+    return ["sh", "-c", f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done; "
+            "echo released"]
 
 
 def new_job_id(prefix: str = "t") -> str:

@@ -18,17 +18,15 @@ import pwd
 import secrets
 import shutil
 import tempfile
-import threading
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters._ssh import Completed, SshConnection
 from adapters.lsf import LsfAdapter
 from hpcbridge.dev import free_port
 from hpcbridge.model import JobRequest
-from tests.adapters import CountingTransport, build_request, until
+from tests.adapters import CountingTransport, build_request, secret_file, until
+from tests.adapters.counting_connection import CountingConnection
 from tests.emulators.lsf import LsfEmulator
 from tests.services.sshd import SshServer, generate_key
 
@@ -37,20 +35,6 @@ __all__ = ["CLEAN_PERIOD_S", "CountingConnection", "LsfSshHarness", "LsfWebHarne
 #: Long enough for a test to see its finished jobs, short enough for vanish() to wait.
 CLEAN_PERIOD_S = 6.0
 _QUEUES = {"normal": True, "held": False}
-
-
-class CountingConnection(SshConnection):
-    """An :class:`SshConnection` that records the commands it runs."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.commands: list[list[str]] = []
-        self._count_lock = threading.Lock()
-
-    def run(self, argv: Sequence[str]) -> Completed:
-        with self._count_lock:
-            self.commands.append(list(argv))
-        return super().run(argv)
 
 
 class _LsfHarness:
@@ -118,11 +102,7 @@ class LsfWebHarness(_LsfHarness):
         self.adapter = LsfAdapter(self.target, self.settings, transport=self._counter)
 
     def password_file(self, password: str) -> Path:
-        path = self._dir / f"password-{uuid.uuid4().hex[:8]}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(password + "\n")
-        return path
+        return secret_file(self._dir, password + "\n", prefix="password")
 
     def calls(self) -> int:
         return self._counter.count

@@ -9,21 +9,17 @@ others.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 from adapters.quantum import IbmQuantumAdapter
-from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest
-from tests.adapters import CountingTransport, build_request
-from tests.adapters.flux_harness import secret_file
+from tests.adapters import EmulatorHarness
 from tests.emulators.ibm_quantum import IbmQuantumRuntimeEmulator
 
 __all__ = ["BELL", "QuantumHarness"]
-
-_TARGET = "quantum-test"
 
 #: A Bell pair, measured: only 00 and 11 can come out.
 BELL = """OPENQASM 3.0;
@@ -36,9 +32,13 @@ c = measure q;
 """
 
 
-class QuantumHarness:
+class QuantumHarness(EmulatorHarness[IbmQuantumAdapter, IbmQuantumRuntimeEmulator]):
     """An :class:`IbmQuantumAdapter` for a private :class:`IbmQuantumRuntimeEmulator`."""
 
+    target = "quantum-test"
+    adapter_class = IbmQuantumAdapter
+    url_path = "/api"
+    default_request: ClassVar[Mapping[str, Any]] = {"script": BELL}
     #: Service job ids are 20 characters of base32hex; this one never comes out.
     unknown_id = "never-submitted-xid"
     #: The service takes whole seconds of maximum execution time.
@@ -46,62 +46,29 @@ class QuantumHarness:
     wait_s = 15.0
 
     def __init__(self, tmp_path: Path, *, transport: httpx.BaseTransport | None = None) -> None:
-        self.shared_dir = tmp_path / "shared"
-        self.shared_dir.mkdir()
-        self._secrets = tmp_path / "secrets"
-        self._secrets.mkdir(mode=0o700)
+        super().__init__(tmp_path)
         self.emulator = IbmQuantumRuntimeEmulator().start()
-        self._counter = CountingTransport()
-        self.settings: dict[str, Any] = {
+        self._connect({
             "kind": "quantum",
             "url": self.emulator.url,
-            "token_file": str(secret_file(self._secrets, self.emulator.token)),
+            "token_file": self._secret(self.emulator.token),
             "service_crn": self.emulator.service_crn,
             "backend": self.emulator.backends[0],
             "shots": 256,
-        }
-        self.adapter = IbmQuantumAdapter(_TARGET, self.settings,
-                                         transport=transport or self._counter)
-
-    def calls(self) -> int:
-        return self._counter.count
-
-    def unreachable(self) -> IbmQuantumAdapter:
-        return IbmQuantumAdapter(_TARGET, {**self.settings,
-                                           "url": f"http://127.0.0.1:{free_port()}/api"})
+        }, transport)
 
     def with_bad_credentials(self) -> tuple[IbmQuantumAdapter, str]:
         token = f"not-the-token-{uuid.uuid4().hex}"
-        settings = {**self.settings, "token_file": str(secret_file(self._secrets, token))}
-        return IbmQuantumAdapter(_TARGET, settings), token
-
-    def request(self, **overrides: Any) -> JobRequest:
-        """A minimal valid request: the Bell circuit, unless a script or command is given."""
-        return build_request(_TARGET, overrides, {"script": BELL})
+        return self.make(token_file=self._secret(token)), token
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit a job that the emulator keeps Queued until :meth:`release`."""
-        self.emulator.hold_queued = True
-        try:
-            return self.adapter.submit(self.request(**overrides), f"queued-{uuid.uuid4().hex}")
-        finally:
-            self.emulator.hold_queued = False
+        return self._submit_held("hold_queued", "queued", overrides)
 
     def running_job(self, **overrides: Any) -> str:
         """Submit a job that the emulator keeps Running until :meth:`release`."""
-        self.emulator.hold_running = True
-        try:
-            return self.adapter.submit(self.request(**overrides), f"running-{uuid.uuid4().hex}")
-        finally:
-            self.emulator.hold_running = False
-
-    def release(self) -> None:
-        self.emulator.release()
+        return self._submit_held("hold_running", "running", overrides)
 
     def vanish(self, native_id: str) -> None:
         """Delete the job from the service."""
         self.emulator.forget(native_id)
-
-    def close(self) -> None:
-        self.emulator.stop()
-        self.adapter.close()

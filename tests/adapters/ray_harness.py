@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,16 @@ from typing import Any
 import httpx
 
 from adapters.ray import RayJobsAdapter
-from hpcbridge.dev import free_port
-from hpcbridge.model import JobRequest, State
-from tests.adapters import CountingTransport, build_request, new_job_id, until, wait_for
+from hpcbridge.model import State
+from tests.adapters import HttpHarness, new_job_id, secret_file, until, wait_for
 from tests.services.ray_head import RayHead
 
 __all__ = ["RayHarness"]
 
-_TARGET = "ray-test"
 _ACTIVE = frozenset({"PENDING", "RUNNING"})
 
 
-class RayHarness:
+class RayHarness(HttpHarness[RayJobsAdapter]):
     """A :class:`RayJobsAdapter` for ``head``, its token in a file as a mounted Secret is.
 
     Jobs run as local processes of the head, so ``shared_dir`` is an ordinary directory.
@@ -30,7 +27,8 @@ class RayHarness:
     :meth:`close`.
     """
 
-    target = _TARGET
+    target = "ray-test"
+    adapter_class = RayJobsAdapter
     unknown_id = "never-submitted"
     #: The launcher enforces a time limit from the moment the command starts.
     min_time_limit_s = 1
@@ -41,43 +39,23 @@ class RayHarness:
         self.head = head
         self.shared_dir = tmp_path / "shared"
         self.shared_dir.mkdir()
-        self._counter = CountingTransport()
-        self.token_file = self._token_file(tmp_path, head.token)
-        self.settings: dict[str, Any] = {
+        self._tmp_path = tmp_path
+        self.token_file = self._token_file(head.token)
+        self._connect({
             "kind": "ray",
             "url": head.url,
             "token_file": str(self.token_file),
-        }
-        self.adapter = RayJobsAdapter(_TARGET, self.settings,
-                                      transport=transport or self._counter)
-        self._tmp_path = tmp_path
+        }, transport)
         self._known = {job["submission_id"] for job in head.jobs()}
         self._blocker: str | None = None
 
-    @staticmethod
-    def _token_file(directory: Path, token: str) -> Path:
-        path = directory / f"ray-token-{uuid.uuid4().hex[:8]}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
-        return path
-
-    def calls(self) -> int:
-        return self._counter.count
-
-    def unreachable(self) -> RayJobsAdapter:
-        return RayJobsAdapter(_TARGET, {**self.settings,
-                                        "url": f"http://127.0.0.1:{free_port()}"})
+    def _token_file(self, token: str) -> Path:
+        return secret_file(self._tmp_path, token, prefix="ray-token")
 
     def with_bad_credentials(self) -> tuple[RayJobsAdapter, str]:
         """A well-formed token that is not the cluster's: Ray answers 403."""
         token = uuid.uuid4().hex * 2
-        settings = {**self.settings, "token_file": str(self._token_file(self._tmp_path, token))}
-        return RayJobsAdapter(_TARGET, settings), token
-
-    def request(self, **overrides: Any) -> JobRequest:
-        """A minimal valid request: ``true`` as a command, unless a script is given."""
-        return build_request(_TARGET, overrides)
+        return self.make(token_file=str(self._token_file(token))), token
 
     def queued_job(self, **overrides: Any) -> str:
         """Submit ``request(**overrides)`` asking for every CPU of the head, behind a job

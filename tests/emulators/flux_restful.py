@@ -84,10 +84,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.emulators._http import HttpEmulator, Refused
 
 __all__ = ["FluxRestfulEmulator"]
 
@@ -95,16 +95,6 @@ _POLL_S = 0.02
 _ENV_ALLOWLIST = ("PATH", "HOME", "USER", "LOGNAME", "LANG")
 _NO_OUTPUT = "The output does not exist yet, or the jobid is incorrect."
 _INT_FIELDS = ("num_tasks", "cores_per_task", "gpus_per_task", "num_nodes")
-
-
-class _Refused(Exception):
-    """An answer other than 200, raised by a route and sent by the handler."""
-
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None):
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
 
 
 @dataclasses.dataclass
@@ -135,12 +125,15 @@ class _Job:
         return os.path.basename(self.argv[0])
 
 
-class FluxRestfulEmulator:
+class FluxRestfulEmulator(HttpEmulator):
     """flux-restful-api on 127.0.0.1 with jobs run as local processes (see the module)."""
+
+    thread_name = "flux-restful-emulator"
 
     def __init__(self, workdir: Path, *, user: str = "fluxuser", password: str | None = None,
                  secret_key: str | None = None, nodes: int = 1, has_gpus: bool = False,
                  kill_timeout_s: float = 2.0, token_lifetime_s: float = 3600.0) -> None:
+        super().__init__()
         self.user = user
         self.password = password or secrets.token_urlsafe(16)
         self.secret_key = secret_key or secrets.token_urlsafe(32)
@@ -156,39 +149,19 @@ class FluxRestfulEmulator:
         self._lock = threading.Lock()
         self._jobs: dict[int, _Job] = {}
         self._supervisors: list[threading.Thread] = []
-        self._calls: list[tuple[str, str, int]] = []
         self._epoch_ms = int(time.time() * 1000)
         self._sequence = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- life --------------------------------------------------------------------------
 
     def start(self) -> FluxRestfulEmulator:
         self._workdir.mkdir(parents=True, exist_ok=True)
-        emulator = self
-
-        class Handler(_Handler):
-            owner = emulator
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(_POLL_S,),
-                                        name="flux-restful-emulator", daemon=True)
-        self._thread.start()
+        self._serve()
         return self
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         """Stop serving, kill every job still running and wait for their supervisors."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._shut_down()
         with self._lock:
             for job in self._jobs.values():
                 job.cancel_requested = True
@@ -198,12 +171,6 @@ class FluxRestfulEmulator:
             supervisors = list(self._supervisors)
         for thread in supervisors:
             thread.join()
-
-    def __enter__(self) -> FluxRestfulEmulator:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     # --- test controls -----------------------------------------------------------------
 
@@ -227,62 +194,53 @@ class FluxRestfulEmulator:
         """Make every access token issued so far expire now."""
         self._tokens_issued_before = time.time()
 
-    def calls(self) -> list[tuple[str, str, int]]:
-        """(method, path, status) of every request served so far."""
-        with self._lock:
-            return list(self._calls)
-
     # --- routes ------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: Mapping[str, list[str]],
-               headers: Mapping[str, str], body: bytes) -> Any:
-        """The JSON answer of one request; :class:`_Refused` for anything but 200."""
+               headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
+        """(200, the JSON answer) of one request; :class:`Refused` for anything else."""
         parts = path.strip("/").split("/")
         if parts[:1] != ["v1"]:
-            raise _Refused(404, {"detail": "Not Found"})
+            raise Refused(404, {"detail": "Not Found"})
         route = parts[1:]
         if route == ["token"]:
             _expect(method, "POST")
-            return self._token(headers.get("authorization", ""))
+            return 200, self._token(headers.get("authorization", ""))
         if not route or route[0] != "jobs" or len(route) > 3:
-            raise _Refused(404, {"detail": "Not Found"})
+            raise Refused(404, {"detail": "Not Found"})
         self._authenticate(headers.get("authorization", ""))
         if route == ["jobs"]:
             _expect(method, "GET")
-            return self._list(query)
+            return 200, self._list(query)
         if route == ["jobs", "submit"] and method == "POST":
-            return self._submit(body)
+            return 200, self._submit(body)
         job_id = _job_id(route[1])
         if len(route) == 2:
             _expect(method, "GET")
-            return self._record(job_id)
+            return 200, self._record(job_id)
         if route[2] == "cancel":
             _expect(method, "POST")
-            return self._cancel(job_id, route[1])
+            return 200, self._cancel(job_id, route[1])
         if route[2] == "output":
             _expect(method, "GET")
-            return self._output(job_id)
-        raise _Refused(404, {"detail": "Not Found"})
-
-    def record_call(self, method: str, path: str, status: int) -> None:
-        with self._lock:
-            self._calls.append((method, path, status))
+            return 200, self._output(job_id)
+        raise Refused(404, {"detail": "Not Found"})
 
     def _token(self, authorization: str) -> dict[str, str]:
         encoded = authorization.split(" ")[-1].strip()
         if not encoded:
-            raise _Refused(400, {"detail": "Missing Authorization header"})
+            raise Refused(400, {"detail": "Missing Authorization header"})
         claims = _verify_hs256(encoded, self.secret_key.encode())
         if claims is None:
-            raise _Refused(400, {"detail": "Could not decode credentials"})
+            raise Refused(400, {"detail": "Could not decode credentials"})
         for required in ("user", "pass", "scope"):
             if not claims.get(required):
-                raise _Refused(400, {"detail": f"Credentials are missing '{required}'"})
+                raise Refused(400, {"detail": f"Credentials are missing '{required}'"})
         if claims["scope"] != "token":
-            raise _Refused(400, {"detail": "Invalid scope"})
+            raise Refused(400, {"detail": "Invalid scope"})
         if not (hmac.compare_digest(str(claims["user"]).encode(), self.user.encode())
                 and hmac.compare_digest(str(claims["pass"]).encode(), self.password.encode())):
-            raise _Refused(400, {"detail": "Incorrect user or password"})
+            raise Refused(400, {"detail": "Incorrect user or password"})
         now = time.time()
         token = _sign_hs256({"sub": self.user, "backend": "database", "iat": now,
                              "exp": now + self._token_lifetime_s}, self._signing_key)
@@ -291,13 +249,13 @@ class FluxRestfulEmulator:
     def _authenticate(self, authorization: str) -> None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _Refused(401, {"detail": "Not authenticated"}, {"WWW-Authenticate": "Bearer"})
+            raise Refused(401, {"detail": "Not authenticated"}, {"WWW-Authenticate": "Bearer"})
         claims = _verify_hs256(token.strip(), self._signing_key)
         now = time.time()
         if (claims is None or claims.get("sub") != self.user
                 or not isinstance(claims.get("exp"), float | int) or claims["exp"] <= now
                 or claims.get("iat", 0) <= self._tokens_issued_before):
-            raise _Refused(401, {"detail": "Could not validate credentials"},
+            raise Refused(401, {"detail": "Could not validate credentials"},
                            {"WWW-Authenticate": "Bearer"})
 
     def _list(self, query: Mapping[str, list[str]]) -> Any:
@@ -327,10 +285,10 @@ class FluxRestfulEmulator:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                raise _Refused(400, {"Message": "Job cannot be cancelled: [Errno 2] unknown "
+                raise Refused(400, {"Message": "Job cannot be cancelled: [Errno 2] unknown "
                                                 "job id.", "id": raw_id})
             if job.state == "INACTIVE" or job.cancel_requested:
-                raise _Refused(400, {"Message": "Job cannot be cancelled: [Errno 22] job is "
+                raise Refused(400, {"Message": "Job cannot be cancelled: [Errno 22] job is "
                                                 "inactive.", "id": raw_id})
             job.cancel_requested = True
             job.exception = {"occurred": True, "severity": 0, "type": "cancel",
@@ -349,7 +307,7 @@ class FluxRestfulEmulator:
         except ValueError:
             payload = None
         if not isinstance(payload, dict) or not payload.get("command"):
-            raise _Refused(400, {"Message": "A 'command' is minimally required."})
+            raise Refused(400, {"Message": "A 'command' is minimally required."})
         errors: list[str] = []
         values: dict[str, int] = {}
         for key in _INT_FIELDS:
@@ -376,15 +334,15 @@ class FluxRestfulEmulator:
         if payload.get("is_launcher"):
             errors.append("is_launcher: launchers are not emulated")
         if errors:
-            raise _Refused(400, {"Message": "Invalid submit request", "Errors": errors})
+            raise Refused(400, {"Message": "Invalid submit request", "Errors": errors})
         command = payload["command"]
         try:
             argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
         except (TypeError, ValueError) as exc:
-            raise _Refused(400, {"Message": "There was an issue submitting that job.",
+            raise Refused(400, {"Message": "There was an issue submitting that job.",
                                  "Error": str(exc)}) from None
         if not argv:
-            raise _Refused(400, {"Message": "A 'command' is minimally required."})
+            raise Refused(400, {"Message": "A 'command' is minimally required."})
         workdir = payload.get("workdir")
         with self._lock:
             job = _Job(id=self._next_id(), argv=argv, env=dict(envars),
@@ -542,44 +500,14 @@ class FluxRestfulEmulator:
         job.state, job.t_inactive = "INACTIVE", now
 
 
-class _Handler(BaseHTTPRequestHandler):
-    owner: FluxRestfulEmulator
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read :meth:`FluxRestfulEmulator.calls` instead."""
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            status, answer, extra = 200, self.owner.handle(
-                self.command, url.path, parse_qs(url.query), headers, body), {}
-        except _Refused as refused:
-            status, answer, extra = refused.status, refused.body, refused.headers
-        self.owner.record_call(self.command, url.path, status)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-
 def _expect(method: str, allowed: str) -> None:
     if method != allowed:
-        raise _Refused(405, {"detail": "Method Not Allowed"})
+        raise Refused(405, {"detail": "Method Not Allowed"})
 
 
 def _job_id(text: str) -> int:
     if not text.isdigit():
-        raise _Refused(400, {"detail": f"{text!r} is not a valid job id"})
+        raise Refused(400, {"detail": f"{text!r} is not a valid job id"})
     return int(text)
 
 
@@ -594,7 +522,7 @@ def _int_query(query: Mapping[str, list[str]], key: str) -> int | None:
     try:
         return int(values[-1])
     except ValueError:
-        raise _Refused(422, {"detail": f"{key} must be an integer"}) from None
+        raise Refused(422, {"detail": f"{key} must be an integer"}) from None
 
 
 def _option_flag_errors(flags: Any) -> list[str]:

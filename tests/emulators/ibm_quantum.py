@@ -67,9 +67,9 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+from tests.emulators._http import HttpEmulator, Refused
 
 __all__ = ["IbmQuantumRuntimeEmulator"]
 
@@ -87,13 +87,14 @@ _RAN_TOO_LONG = (1305, "Ran too long")
 _QISKIT = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qiskit")
 
 
-class _Refused(Exception):
+class _Refused(Refused):
+    """An error answer in an IBM Cloud error container."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"errors": [{"code": code, "message": message,
-                                 "more_info": "https://quantum.cloud.ibm.com/docs/errors"}],
-                     "trace": secrets.token_hex(16), "status_code": status}
+        super().__init__(status, {
+            "errors": [{"code": code, "message": message,
+                        "more_info": "https://quantum.cloud.ibm.com/docs/errors"}],
+            "trace": secrets.token_hex(16), "status_code": status})
 
 
 class _CircuitError(Exception):
@@ -144,11 +145,15 @@ class _Job:
         return record
 
 
-class IbmQuantumRuntimeEmulator:
+class IbmQuantumRuntimeEmulator(HttpEmulator):
     """The Qiskit Runtime REST API on 127.0.0.1, sampling circuits with Aer (see the module)."""
+
+    thread_name = "ibm-quantum-emulator"
+    url_path = "/api"
 
     def __init__(self, *, token: str | None = None, service_crn: str | None = None,
                  backends: tuple[str, ...] = ("ibm_emulated",)) -> None:
+        super().__init__()
         self.token = token or secrets.token_urlsafe(32)
         self.service_crn = service_crn or (
             "crn:v1:bluemix:public:quantum-computing:us-east:a/"
@@ -159,51 +164,26 @@ class IbmQuantumRuntimeEmulator:
         self.submissions: list[dict[str, Any]] = []
         self._changed = threading.Condition()
         self._jobs: dict[str, _Job] = {}
-        self._calls: list[tuple[str, str, int]] = []
         self._stopping = False
         self._workers: list[threading.Thread] = []
-        self._server: ThreadingHTTPServer | None = None
 
     # --- life --------------------------------------------------------------------------
 
     def start(self) -> IbmQuantumRuntimeEmulator:
-        emulator = self
-
-        class Handler(_Handler):
-            owner = emulator
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(_POLL_S,),
-                         name="ibm-quantum-emulator", daemon=True).start()
+        self._serve()
         self._workers = [threading.Thread(target=self._qpu, args=(backend,), daemon=True,
                                           name=f"qpu-{backend}") for backend in self.backends]
         for worker in self._workers:
             worker.start()
         return self
 
-    @property
-    def url(self) -> str:
-        """The API's base URL, as the adapter's ``url`` setting names it."""
-        assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api"
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._shut_down()
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
         for worker in self._workers:
             worker.join()
-
-    def __enter__(self) -> IbmQuantumRuntimeEmulator:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     # --- test controls -----------------------------------------------------------------
 
@@ -219,10 +199,6 @@ class IbmQuantumRuntimeEmulator:
         with self._changed:
             del self._jobs[job_id]
             self._changed.notify_all()
-
-    def calls(self) -> list[tuple[str, str, int]]:
-        with self._changed:
-            return list(self._calls)
 
     def status(self, job_id: str) -> str:
         with self._changed:
@@ -260,10 +236,6 @@ class IbmQuantumRuntimeEmulator:
                 _expect(method, "GET")
                 return 200, "".join(f"{line}\n" for line in job.log)
         raise _Refused(404, "not_found", "Not Found")
-
-    def record_call(self, method: str, path: str, status: int) -> None:
-        with self._changed:
-            self._calls.append((method, path, status))
 
     def _check_headers(self, headers: Mapping[str, str]) -> None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -407,40 +379,6 @@ class IbmQuantumRuntimeEmulator:
         job.status, job.reason, job.reason_code = status, reason, code
         job.ended_at = time.time()
         self._changed.notify_all()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: IbmQuantumRuntimeEmulator
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read :meth:`IbmQuantumRuntimeEmulator.calls` instead."""
-
-    def _serve(self) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            status, answer = self.owner.handle(self.command, url.path, parse_qs(url.query),
-                                               headers, body)
-        except _Refused as refused:
-            status, answer = refused.status, refused.body
-        self.owner.record_call(self.command, url.path, status)
-        if status == 204:
-            data, kind = b"", None
-        elif isinstance(answer, str):
-            data, kind = answer.encode(), "text/plain; charset=utf-8"
-        else:
-            data, kind = json.dumps(answer).encode(), "application/json"
-        self.send_response(status)
-        if kind:
-            self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
 
 
 def _results(job: _Job) -> tuple[int, Any]:

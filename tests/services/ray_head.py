@@ -24,18 +24,15 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from hpcbridge.dev import free_port
+from tests.services._daemon import Daemon, spawn, stop_process, wait_until
 
 __all__ = ["CPUS", "RayHead"]
 
@@ -47,27 +44,21 @@ _PORT_OPTIONS = ("--port", "--dashboard-port", "--ray-client-server-port",
                  "--object-manager-port")
 
 
-class RayHead:
+class RayHead(Daemon):
     """``ray start --head`` on 127.0.0.1, owned by this object."""
 
+    name = "the Ray head"
+    dir_prefix = "hpcbridge-ray-"
     cpus = CPUS
 
     def __init__(self, parent: Path | None = None, *, startup_timeout: float = 120.0) -> None:
         """``parent`` defaults to the system's temporary directory: Ray's socket paths
         live under the temp dir and must stay short (108 bytes)."""
-        self._parent = parent
-        self._timeout = startup_timeout
+        super().__init__(parent, startup_timeout)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._root: Path | None = None
         self._client: httpx.Client | None = None
         self.token = secrets.token_hex(32)
         self.url = ""
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            raise RuntimeError("the Ray head is not started")
-        return self._root
 
     @property
     def token_file(self) -> Path:
@@ -79,66 +70,41 @@ class RayHead:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> RayHead:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def start(self) -> None:
+    def _prepare(self) -> None:
         if shutil.which("ray") is None:
             raise RuntimeError("the 'ray' command is missing: pip install 'ray[default]'")
-        self._root = Path(tempfile.mkdtemp(prefix="hpcbridge-ray-", dir=self._parent))
-        try:
-            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(self.token)
-            ports = {option: free_port() for option in _PORT_OPTIONS}
-            self.url = f"http://127.0.0.1:{ports['--dashboard-port']}"
-            args = ["ray", "start", "--head", "--block", "--disable-usage-stats",
-                    "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-                    "--num-cpus", str(CPUS), "--num-gpus", "0",
-                    "--object-store-memory", str(_OBJECT_STORE_BYTES),
-                    "--temp-dir", str(self.root / "ray")]
-            for option, port in ports.items():
-                args += [option, str(port)]
-            env = {**os.environ, "RAY_AUTH_MODE": "token",
-                   "RAY_AUTH_TOKEN_PATH": str(self.token_file),
-                   "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-            env.pop("RAY_AUTH_TOKEN", None)
-            env.pop("RAY_ADDRESS", None)
-            with open(self.log, "ab") as out:
-                self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                              stderr=subprocess.STDOUT, env=env,
-                                              cwd=self.root, start_new_session=True)
-            self._client = httpx.Client(base_url=self.url, timeout=30,
-                                        headers={"Authorization": f"Bearer {self.token}"})
-            self._wait_until_jobs_run()
-        except BaseException:
-            self.stop()
-            raise
 
-    def stop(self) -> None:
+    def _launch(self) -> None:
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.token)
+        ports = {option: free_port() for option in _PORT_OPTIONS}
+        self.url = f"http://127.0.0.1:{ports['--dashboard-port']}"
+        args = ["ray", "start", "--head", "--block", "--disable-usage-stats",
+                "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+                "--num-cpus", str(CPUS), "--num-gpus", "0",
+                "--object-store-memory", str(_OBJECT_STORE_BYTES),
+                "--temp-dir", str(self.root / "ray")]
+        for option, port in ports.items():
+            args += [option, str(port)]
+        env = {**os.environ, "RAY_AUTH_MODE": "token",
+               "RAY_AUTH_TOKEN_PATH": str(self.token_file),
+               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        env.pop("RAY_AUTH_TOKEN", None)
+        env.pop("RAY_ADDRESS", None)
+        self._proc = spawn(args, self.log, env, cwd=self.root)
+        self._client = httpx.Client(base_url=self.url, timeout=30,
+                                    headers={"Authorization": f"Bearer {self.token}"})
+        self._wait_until_jobs_run()
+
+    def _halt(self) -> None:
         """Stop the head by its pid; what is left of its process group is killed."""
         if self._client is not None:
             self._client.close()
             self._client = None
         if self._proc is not None:
             proc, self._proc = self._proc, None
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+            stop_process(proc, 60, group=True)
 
     # --- helpers for tests -----------------------------------------------------------
 
@@ -165,31 +131,22 @@ class RayHead:
 
     def _wait_until_jobs_run(self) -> None:
         """Until a trivial job has run: the Jobs API and its agent on the node are up."""
-        deadline = time.monotonic() + self._timeout
         probe = f"hpcbridge-probe-{secrets.token_hex(4)}"
         submitted = False
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with status {self._proc.returncode}"
-                                   f"{self._tail()}")
+
+        def probe_succeeded() -> bool:
+            nonlocal submitted
             with contextlib.suppress(httpx.HTTPError):
                 if not submitted:
                     answer = self.request("POST", "/api/jobs/",
                                           json={"entrypoint": "true", "submission_id": probe})
                     submitted = answer.status_code == 200
-                else:
-                    job = self.job(probe)
-                    if job is not None and job.get("status") == "SUCCEEDED":
-                        return
-                    if job is not None and job.get("status") in ("FAILED", "STOPPED"):
-                        raise RuntimeError(f"the probe job failed: {job.get('message')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray head did not run a job within "
-                                   f"{self._timeout:.0f} s{self._tail()}")
-            time.sleep(0.2)
+                    return False
+                job = self.job(probe)
+                if job is not None and job.get("status") in ("FAILED", "STOPPED"):
+                    raise RuntimeError(f"the probe job failed: {job.get('message')}")
+                return job is not None and job.get("status") == "SUCCEEDED"
+            return False
 
-    def _tail(self, lines: int = 30) -> str:
-        if self._root is None or not self.log.exists():
-            return ""
-        text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        return f"\n--- last lines of {self.log} ---\n" + "\n".join(text)
+        wait_until(probe_succeeded, self._timeout, "the Ray head (running a probe job)",
+                   self.log, self._proc, interval=0.2)

@@ -21,19 +21,17 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 import httpx
 
 from hpcbridge.dev import free_port
+from tests.services._daemon import Daemon, require_root, spawn, stop_process, wait_until
 
 __all__ = ["JOB_USER", "ClusterJob", "SlurmCluster", "hs256_token"]
 
@@ -79,22 +77,6 @@ def hs256_token(key: bytes, user: str, lifespan: int) -> str:
     return f"{header}.{claims}.{_b64url(signature)}"
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str,
-          log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {timeout:.0f} s{_tail(log)}")
-        time.sleep(0.05)
-
-
-def _tail(log: Path | None, lines: int = 30) -> str:
-    if log is None or not log.exists():
-        return ""
-    text = log.read_text(errors="replace").splitlines()[-lines:]
-    return f"\n--- last lines of {log} ---\n" + "\n".join(text)
-
-
 def _ensure_user(name: str, *, system: bool) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
@@ -106,9 +88,11 @@ def _ensure_user(name: str, *, system: bool) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
-class SlurmCluster:
+class SlurmCluster(Daemon):
     """slurmctld, slurmd, munged and slurmrestd on 127.0.0.1, owned by this object."""
 
+    name = "the cluster"
+    dir_prefix = "hpcbridge-slurm-"
     partition = "debug"
     #: A partition that accepts jobs and never starts them: a job sent there stays queued.
     held_partition = "held"
@@ -117,20 +101,13 @@ class SlurmCluster:
     def __init__(self, parent: Path | None = None, *, startup_timeout: float = 30.0) -> None:
         """``parent`` (default: the system's temporary directory) must be reachable by
         every user: the cluster's own directory is created in it, mode 0755."""
-        self._parent = parent
-        self._timeout = startup_timeout
+        super().__init__(parent, startup_timeout)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._root: Path | None = None
+        self._users: dict[str, pwd.struct_passwd] = {}
         self._restd_port = 0
         self.host = socket.gethostname().split(".")[0]
 
     # --- paths and views -------------------------------------------------------------
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            raise RuntimeError("the cluster is not started")
-        return self._root
 
     @property
     def conf_path(self) -> Path:
@@ -163,50 +140,35 @@ class SlurmCluster:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> SlurmCluster:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        if os.geteuid() != 0:
-            raise RuntimeError("the Slurm test cluster must be started as root: it creates "
-                               "users and runs each daemon as its own user")
+    def _prepare(self) -> None:
+        require_root("the Slurm test cluster must be started as root: it creates users and "
+                     "runs each daemon as its own user")
         _check_binaries()
         self._ensure_hostname()
-        users = {name: _ensure_user(name, system=name != JOB_USER)
-                 for name in ("slurm", "munge", _RESTD_USER, JOB_USER)}
-        users["root"] = pwd.getpwuid(0)
-        self._root = Path(tempfile.mkdtemp(prefix="hpcbridge-slurm-", dir=self._parent))
-        try:
-            self._layout(users)
-            self._start_munged()
-            self._start_slurmctld()
-            self._start_slurmd()
-            self.start_slurmrestd()
-        except BaseException:
-            self.stop()
-            raise
+        self._users = {name: _ensure_user(name, system=name != JOB_USER)
+                       for name in ("slurm", "munge", _RESTD_USER, JOB_USER)}
+        self._users["root"] = pwd.getpwuid(0)
 
-    def stop(self) -> None:
+    def _launch(self) -> None:
+        self._layout(self._users)
+        self._start_munged()
+        self._start_slurmctld()
+        self._start_slurmd()
+        self.start_slurmrestd()
+
+    def _halt(self) -> None:
         """Cancel every job, then stop the daemons this object started, by pid."""
         if "slurmctld" in self._procs and "slurmd" in self._procs:
             self._cancel_all()
         for name in ("slurmrestd", "slurmd", "slurmctld", "munged"):
             proc = self._procs.pop(name, None)
             if proc is not None:
-                _terminate(proc)
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+                stop_process(proc)
 
     def stop_slurmrestd(self) -> None:
         proc = self._procs.pop("slurmrestd", None)
         if proc is not None:
-            _terminate(proc)
+            stop_process(proc)
 
     def start_slurmrestd(self) -> None:
         """Start slurmrestd (again), on the same port as before if it ran already."""
@@ -219,7 +181,7 @@ class SlurmCluster:
             "slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt", "-s",
             _API_PLUGINS, f"127.0.0.1:{self._restd_port}",
         ], env)
-        _wait(self._restd_answers, self._timeout, "slurmrestd", self._output("slurmrestd"))
+        self._wait_for("slurmrestd", self._restd_answers)
 
     # --- helpers for tests -----------------------------------------------------------
 
@@ -331,16 +293,11 @@ class SlurmCluster:
         return self.log_dir / f"{name}.out"
 
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
-        with open(self._output(name), "ab") as out:
-            self._procs[name] = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(env), start_new_session=True)
+        self._procs[name] = spawn(args, self._output(name), env)
 
-    def _alive(self, name: str) -> None:
-        proc = self._procs[name]
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {proc.returncode}"
-                               f"{_tail(self._output(name))}")
+    def _wait_for(self, name: str, ready: Callable[[], bool]) -> None:
+        """Until ``ready`` holds; fail if the daemon exits first."""
+        wait_until(ready, self._timeout, name, self._output(name), self._procs[name])
 
     def _start_munged(self) -> None:
         munge = self.root / "munge"
@@ -350,37 +307,29 @@ class SlurmCluster:
             f"--key-file={munge}/munge.key", f"--pid-file={munge}/munged.pid",
             f"--seed-file={munge}/munged.seed",
         ], self.env)
-
-        def ready() -> bool:
-            self._alive("munged")
-            return (munge / "munge.socket").exists()
-
-        _wait(ready, self._timeout, "munged", self._output("munged"))
+        self._wait_for("munged", (munge / "munge.socket").exists)
 
     def _start_slurmctld(self) -> None:
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf_path)], self.env)
 
         def ready() -> bool:
-            self._alive("slurmctld")
             ping = subprocess.run(["scontrol", "ping"], env=self.env, capture_output=True,
                                   text=True, timeout=10)
             return ping.returncode == 0 and "is UP" in ping.stdout
 
-        _wait(ready, self._timeout, "slurmctld", self._output("slurmctld"))
+        self._wait_for("slurmctld", ready)
 
     def _start_slurmd(self) -> None:
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf_path)], self.env)
 
         def ready() -> bool:
-            self._alive("slurmd")
             state = self._run("sinfo", "--noheader", f"--partition={self.partition}",
                               "--format=%T")
             return state.strip() == "idle"
 
-        _wait(ready, self._timeout, "slurmd", self._output("slurmd"))
+        self._wait_for("slurmd", ready)
 
     def _restd_answers(self) -> bool:
-        self._alive("slurmrestd")
         headers = {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self.token(60)}
         try:
             answer = httpx.get(f"{self.url}/openapi/v3", headers=headers, timeout=2)
@@ -398,7 +347,7 @@ class SlurmCluster:
             def settled() -> bool:
                 return all(job.state in _FINISHED for job in self.jobs())
 
-            _wait(settled, 60, "job cancellation before shutdown")
+            wait_until(settled, 60, "job cancellation before shutdown")
 
 
 _FINISHED = frozenset({
@@ -422,14 +371,3 @@ def _write_secret(path: Path, data: bytes, owner: pwd.struct_passwd, mode: int) 
         handle.write(data)
     os.chown(path, owner.pw_uid, owner.pw_gid)
     path.chmod(mode)
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

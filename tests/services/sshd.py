@@ -28,13 +28,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from hpcbridge.dev import free_port
+from tests.services._daemon import Daemon, require_root, spawn, stop_process, wait_until
 
 __all__ = ["SshServer", "generate_key"]
 
@@ -49,26 +47,21 @@ def generate_key(path: Path, comment: str = "hpcbridge-test") -> str:
     return path.with_suffix(path.suffix + ".pub").read_text().strip()
 
 
-class SshServer:
+class SshServer(Daemon):
     """sshd on a free loopback port, letting ``user`` in with :attr:`key_file`."""
 
+    name = "sshd"
+    dir_prefix = "hpcbridge-sshd-"
     host = "127.0.0.1"
 
     def __init__(self, user: str, *, environment: Mapping[str, str] | None = None,
                  startup_timeout: float = 15.0) -> None:
+        super().__init__(None, startup_timeout)
         self.user = user
         self._environment = dict(environment or {})
-        self._timeout = startup_timeout
-        self._root: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._made_home: Path | None = None
         self.port = 0
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            raise RuntimeError("sshd is not started")
-        return self._root
 
     @property
     def key_file(self) -> Path:
@@ -92,18 +85,9 @@ class SshServer:
         key = self.host_key_file.with_suffix(".pub").read_text().split()
         return f"[{self.host}]:{port or self.port} {key[0]} {key[1]}"
 
-    def __enter__(self) -> SshServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        if os.geteuid() != 0:
-            raise RuntimeError("the test sshd must be started as root: it switches to the "
-                               "user of each login")
+    def _prepare(self) -> None:
+        require_root("the test sshd must be started as root: it switches to the user of "
+                     "each login")
         missing = [tool for tool in (_SSHD, "ssh-keygen") if shutil.which(tool) is None]
         if missing:
             raise RuntimeError("the test sshd needs Debian packages that are missing; "
@@ -111,26 +95,20 @@ class SshServer:
                                "--no-install-recommends openssh-server openssh-client")
         self._prepare_account()
         _PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        self._root = Path(tempfile.mkdtemp(prefix="hpcbridge-sshd-"))
-        try:
-            self._root.chmod(0o755)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-host",
-                            "-f", str(self.host_key_file)], check=True, capture_output=True)
-            authorized = self.root / "authorized_keys"
-            authorized.write_text(generate_key(self.key_file) + "\n")
-            authorized.chmod(0o644)
-            self.port = free_port()
-            self.known_hosts_file.write_text(self.known_hosts_line() + "\n")
-            config = self.root / "sshd_config"
-            config.write_text(self._config(authorized))
-            with open(self.log_file, "ab") as log:
-                self._proc = subprocess.Popen(
-                    [_SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+
+    def _launch(self) -> None:
+        self.root.chmod(0o755)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-host",
+                        "-f", str(self.host_key_file)], check=True, capture_output=True)
+        authorized = self.root / "authorized_keys"
+        authorized.write_text(generate_key(self.key_file) + "\n")
+        authorized.chmod(0o644)
+        self.port = free_port()
+        self.known_hosts_file.write_text(self.known_hosts_line() + "\n")
+        config = self.root / "sshd_config"
+        config.write_text(self._config(authorized))
+        self._proc = spawn([_SSHD, "-D", "-e", "-f", str(config)], self.log_file)
+        wait_until(self._greets, self._timeout, "sshd", self.log_file, self._proc)
 
     def drop_connections(self) -> None:
         """Kill every connection's sshd processes, as a network cut or a restart would;
@@ -143,23 +121,14 @@ class SshServer:
             except ProcessLookupError:
                 pass
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
         if self._proc is not None:
             self.drop_connections()
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+            stop_process(self._proc)
             self._proc = None
         if self._made_home is not None:
             shutil.rmtree(self._made_home, ignore_errors=True)
             self._made_home = None
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
 
     def _prepare_account(self) -> None:
         """Unlock the account for key logins without PAM; give it its home directory."""
@@ -200,22 +169,13 @@ class SshServer:
                                               in self._environment.items()))
         return "\n".join(lines) + "\n"
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self._timeout
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"sshd exited with status {self._proc.returncode}:\n"
-                                   f"{self.log_file.read_text(errors='replace')}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=2) as conn:
-                    if conn.recv(64).startswith(b"SSH-2.0-"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sshd not ready after {self._timeout:.0f} s:\n"
-                                   f"{self.log_file.read_text(errors='replace')}")
-            time.sleep(0.05)
+    def _greets(self) -> bool:
+        """Whether the listener answers a connection with its SSH banner."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2) as conn:
+                return conn.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
 
 
 def _descendants(pid: int) -> list[int]:
