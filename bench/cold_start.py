@@ -1,6 +1,9 @@
 """Cold start and memory: the three functions beside a no-op function, in the same run.
 
-Every function runs under functions-framework (gunicorn, one worker) on loopback.
+Every function runs under functions-framework (gunicorn, one worker) on loopback, in a
+virtual environment that holds only what the image installs (``pip install .``, see the
+Containerfile): the test tools installed beside the bridge here (Ray's OpenTelemetry,
+which redis-py imports when it finds it) would otherwise be imported too.
 
 * Cold start: process start to the first answered event, median of several starts, the
   four functions alternating so that all see the same machine. Twice: with the
@@ -58,13 +61,13 @@ def _source(name: str) -> Path:
 class Function:
     """One function under functions-framework; stopped by its pid."""
 
-    def __init__(self, name: str, env: Mapping[str, str]) -> None:
+    def __init__(self, name: str, env: Mapping[str, str], python: str) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", "--source", str(_source(name)),
+            [python, "-m", "functions_framework", "--source", str(_source(name)),
              "--target", name, "--host", "127.0.0.1", "--port", str(self.port)],
             env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = httpx.Client(timeout=120)
@@ -104,8 +107,8 @@ class Function:
 
 
 @contextlib.contextmanager
-def running(name: str, env: Mapping[str, str]) -> Iterator[Function]:
-    function = Function(name, env)
+def running(name: str, env: Mapping[str, str], python: str) -> Iterator[Function]:
+    function = Function(name, env, python)
     try:
         yield function
     finally:
@@ -129,12 +132,13 @@ def _first_event(name: str, target: str) -> events.CloudEvent:
     return _event("bench.noop")
 
 
-def cold_starts(env: Mapping[str, str], rounds: int) -> dict[str, dict[str, Any]]:
+def cold_starts(env: Mapping[str, str], rounds: int, python: str
+                ) -> dict[str, dict[str, Any]]:
     """Median seconds to the first answer per function, rounds alternating."""
     seen: dict[str, list[float]] = {name: [] for name in FUNCTIONS}
     for _ in range(rounds):
         for name in FUNCTIONS:
-            with running(name, env) as function:
+            with running(name, env, python) as function:
                 elapsed, answer = function.first_answer(_first_event(name, "local"))
                 if answer.status_code != 200:
                     raise RuntimeError(f"{name} answered {answer.status_code}: {answer.text}")
@@ -145,7 +149,8 @@ def cold_starts(env: Mapping[str, str], rounds: int) -> dict[str, dict[str, Any]
             for name, values in seen.items()}
 
 
-def memory(env: Mapping[str, str], target: str, events_count: int) -> dict[str, dict[str, Any]]:
+def memory(env: Mapping[str, str], target: str, events_count: int, python: str
+           ) -> dict[str, dict[str, Any]]:
     """Worker RSS after the first answer and after ``events_count`` events, per function."""
     results: dict[str, dict[str, Any]] = {}
     job_ids = [f"m-{i:05d}-{uuid.uuid4().hex[:8]}" for i in range(events_count)]
@@ -154,7 +159,7 @@ def memory(env: Mapping[str, str], target: str, events_count: int) -> dict[str, 
     def measure(name: str, make: Any, senders: int = 4) -> None:
         """Event 0, then the rest from ``senders`` concurrent clients (as Knative
         delivers), until ``events_count`` or :data:`EVENTS_LIMIT_S`."""
-        with running(name, env) as function:
+        with running(name, env, python) as function:
             started = time.perf_counter()
             _, answer = function.first_answer(make(0))
             first = function.worker_rss_kib()
@@ -188,15 +193,24 @@ def memory(env: Mapping[str, str], target: str, events_count: int) -> dict[str, 
     return results
 
 
-def import_seconds(module: str, rounds: int = 3) -> float:
+def import_seconds(module: str, python: str, rounds: int = 3) -> float:
     """Median time for a fresh interpreter to import ``module`` (startup subtracted)."""
     def once(code: str) -> float:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+        subprocess.run([python, "-c", code], cwd="/", check=True, timeout=60)
         return time.perf_counter() - started
 
     base = statistics.median(once("pass") for _ in range(rounds))
     return statistics.median(once(f"import {module}") for _ in range(rounds)) - base
+
+
+def runtime_python(directory: Path) -> str:
+    """The interpreter of a new virtual environment holding the bridge as the image does."""
+    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True, timeout=120)
+    python = str(directory / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    str(ROOT)], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return python
 
 
 def run(rounds: int = ROUNDS, events_count: int = EVENTS) -> dict[str, Any]:
@@ -204,6 +218,7 @@ def run(rounds: int = ROUNDS, events_count: int = EVENTS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hpcbridge-bench-") as tmp, \
             contextlib.ExitStack() as stack:
         base = Path(tmp)
+        python = runtime_python(base / "runtime")
         redis = RedisServer(base / "redis").start()
         stack.callback(redis.stop)
         kube = stack.enter_context(ServerProcess("kube"))
@@ -216,9 +231,9 @@ def run(rounds: int = ROUNDS, events_count: int = EVENTS) -> dict[str, Any]:
         mirrored = {**env, "HPCBRIDGE_MIRROR": "auto",
                     "KUBECONFIG": str(write_kubeconfig(base / "kubeconfig", kube.url))}
         result: dict[str, Any] = {
-            "cold_mirror_off": cold_starts(env, rounds),
-            "cold_mirror_on": cold_starts(mirrored, rounds),
-            "imports_s": {module: import_seconds(module) for module in (
+            "cold_mirror_off": cold_starts(env, rounds, python),
+            "cold_mirror_on": cold_starts(mirrored, rounds, python),
+            "imports_s": {module: import_seconds(module, python) for module in (
                 "flask, functions_framework", "hpcbridge.service",
                 "hpcbridge.mirror")},
         }
@@ -233,7 +248,7 @@ def run(rounds: int = ROUNDS, events_count: int = EVENTS) -> dict[str, Any]:
             "token_file": str(token), "output_dir": str(cluster.workdir),
             "partition": cluster.partition}}}))
         result["memory"] = memory({**mirrored, "HPCBRIDGE_TARGETS": str(hpc)}, "hpc",
-                                  events_count)
+                                  events_count, python)
     result["runtime_s"] = time.monotonic() - started
     return result
 

@@ -394,7 +394,9 @@ def _findings(poll: dict[str, Any], hiredis: bool) -> list[str]:
 def _cold_section(cold: dict[str, Any]) -> list[str]:
     names = ("noop", "submit", "poll", "cancel")
     out = ["## Cold start and memory", "",
-           "functions-framework (gunicorn, one worker) on loopback; cold start is process "
+           "functions-framework (gunicorn, one worker) on loopback, in a fresh virtual "
+           "environment holding only what the image installs (`pip install .`); cold start "
+           "is process "
            "start to the first answered event (the target `local`: submit runs `true`, poll "
            "ticks, cancel gets an unknown job id), median of "
            f"{len(cold['cold_mirror_off']['noop']['all_s'])} starts, the four alternating. "
