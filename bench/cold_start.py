@@ -45,7 +45,7 @@ from tests.services.slurm import SlurmCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("noop", "submit", "poll", "cancel")
-ROUNDS = 5
+ROUNDS = 7
 EVENTS = 1000
 START_TIMEOUT_S = 60
 #: per function: stop sending events after this long (the report says how many were sent)
@@ -208,8 +208,11 @@ def runtime_python(directory: Path) -> str:
     """The interpreter of a new virtual environment holding the bridge as the image does."""
     subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True, timeout=120)
     python = str(directory / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    str(ROOT)], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    done = subprocess.run([python, "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install into {directory} failed: {done.stderr[-2000:]}")
     return python
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,15 +125,13 @@ def test_a_bucket_that_stays_refused_is_given_up_on_after_lost_after_s(
     assert "still-not-the-secret" not in error
 
 
-def test_the_cli_says_where_bucket_settings_are_missing(
-        to_bucket: DevStack, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_says_where_bucket_settings_are_missing(to_bucket: DevStack,
+                                                         store: Store) -> None:
     job_id = submitted(to_bucket, {"target": "local", "command": writer(),
                                    "outputs": ["result.txt"]})
     tick_until(to_bucket, store, job_id, "SUCCEEDED")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPCBRIDGE_S3_")}
     assert "HPCBRIDGE_S3_BUCKET" not in env
-    import subprocess
-
     done = subprocess.run([sys.executable, "-m", "hpcbridge.cli", "outputs", job_id,
                            "--redis", str(to_bucket.redis_url), "--get", "result.txt"],
                           capture_output=True, text=True, env=env, timeout=60)
