@@ -8,6 +8,7 @@ raising :class:`Refused`.
 
 from __future__ import annotations
 
+import abc
 import json
 import threading
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ class Refused(Exception):
         self.headers = dict(headers or {})
 
 
-class HttpEmulator:
+class HttpEmulator(abc.ABC):
     """An emulated HTTP service; a subclass answers in :meth:`handle`.
 
     Its ``start`` calls :meth:`_serve` and its ``stop`` :meth:`_shut_down`.
@@ -47,11 +48,13 @@ class HttpEmulator:
         self._calls: list[tuple[str, str, int]] = []
         self._calls_lock = threading.Lock()
 
+    @abc.abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Start serving (a subclass sets up its state, then calls :meth:`_serve`)."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop serving (a subclass calls :meth:`_shut_down`)."""
 
     def __enter__(self) -> Self:
         return self.start()
@@ -70,13 +73,13 @@ class HttpEmulator:
         with self._calls_lock:
             return list(self._calls)
 
+    @abc.abstractmethod
     def handle(self, method: str, path: str, query: Mapping[str, list[str]],
                headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
         """(status, JSON body or text) of one request; :class:`Refused` for errors.
 
         ``headers`` have lower-case names.
         """
-        raise NotImplementedError
 
     def _serve(self) -> None:
         emulator = self

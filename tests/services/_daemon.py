@@ -9,6 +9,7 @@ process group such a pid leads), never by name.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Self
 __all__ = ["Daemon", "require_root", "spawn", "stop_process", "tail", "wait_until"]
 
 
-class Daemon:
+class Daemon(abc.ABC):
     """A service of daemons in a private directory, used as a context manager.
 
     Subclasses set :attr:`name` and :attr:`dir_prefix` and implement :meth:`_launch`
@@ -74,16 +75,16 @@ class Daemon:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 (optional: most daemons need nothing)
         """What must be checked or set up before the private directory is made."""
 
+    @abc.abstractmethod
     def _launch(self) -> None:
         """Start the daemons in :attr:`root` and wait until they serve."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _halt(self) -> None:
         """Stop whatever :meth:`_launch` started, by pid; also after a partial launch."""
-        raise NotImplementedError
 
 
 def require_root(why: str) -> None:
