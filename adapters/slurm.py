@@ -199,18 +199,16 @@ class SlurmRestAdapter:
                 f"the bridge ({exc.strerror}); mount the cluster's directory at that path "
                 "to collect output files") from None
         working_dir = Path(request.working_dir or self._working_dir)
+
+        def inside_root(real: Path) -> None:
+            if not real.is_relative_to(root):
+                raise OutputMissing(
+                    f"{path}: the job's working directory {working_dir} is outside "
+                    f"outputs_root {self._outputs_root} of target {self.name!r}, the only "
+                    "place the bridge reads output files from")
+
         try:
-            real = working_dir.resolve()
-        except RuntimeError:
-            raise OutputMissing(f"{path}: the job's working directory {working_dir} is a "
-                                "symlink loop") from None
-        if not real.is_relative_to(root):
-            raise OutputMissing(
-                f"{path}: the job's working directory {working_dir} is outside "
-                f"outputs_root {self._outputs_root} of target {self.name!r}, the only "
-                "place the bridge reads output files from")
-        try:
-            return read_confined(real, path, limit)
+            return read_confined(working_dir, path, limit, allow=inside_root)
         except PermissionError:
             raise OutputMissing(f"{path}: cannot be read by the bridge (permission denied)") \
                 from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
 import os
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from adapters._files import _open_without_links
 from adapters.base import ConfigError, OutputMissing, OutputReader, OutputTooLarge
 from adapters.lsf import LsfAdapter
 from adapters.slurm import SlurmRestAdapter
@@ -229,6 +231,24 @@ def test_slurm_refuses_a_working_dir_outside_outputs_root(shared: Path, working_
 
     with pytest.raises(OutputMissing, match="outside outputs_root"):
         adapter.read_output("1", new_job_id(), _request(outside), path, _LIMIT)
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(
+        shared: Path) -> None:
+    """The race a job user could try on a shared file system: the file's path is resolved
+    and checked, then one of its directories becomes a symlink to somewhere the bridge can
+    read. The open walks the checked path without following links, so it fails."""
+    run = shared / "root" / "run"
+    run.mkdir()
+    (run / "result.txt").write_bytes(_TEXT)
+    checked = (run / "result.txt").resolve(strict=True)
+    run.rename(shared / "moved-run")
+    run.symlink_to(shared / "elsewhere")  # elsewhere/result.txt exists too
+    assert (run / "result.txt").read_bytes() == _TEXT, "a plain open would follow it"
+
+    with pytest.raises(OSError) as refused:
+        _open_without_links(checked)
+    assert refused.value.errno in (errno.ELOOP, errno.ENOTDIR)
 
 
 def test_slurm_outputs_root_defaults_to_working_dir_then_output_dir(shared: Path) -> None:
