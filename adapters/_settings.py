@@ -12,8 +12,9 @@ from collections import OrderedDict
 from collections.abc import Mapping, Set
 from typing import Any
 
-from adapters.base import ConfigError
+from adapters.base import ConfigError, ManagerRejected
 from hpcbridge.credentials import Credential, CredentialError
+from hpcbridge.model import RequestError, validate_job_id
 
 __all__ = [
     "Submissions",
@@ -104,6 +105,15 @@ class Submissions:
     def get(self, job_id: str) -> str | None:
         with self._lock:
             return self._native.get(job_id)
+
+    def checked(self, target: str, job_id: str) -> str | None:
+        """:meth:`get` for a job id that reaches the cluster as a file or job name: one
+        that is not a job id of ours is refused (ManagerRejected) before anything runs."""
+        try:
+            validate_job_id(job_id)
+        except RequestError as exc:
+            raise ManagerRejected(f"target {target!r}: {exc}") from None
+        return self.get(job_id)
 
     def remember(self, job_id: str, native_id: str) -> None:
         with self._lock:

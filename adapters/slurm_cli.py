@@ -89,22 +89,12 @@ def sbatch_args(sbatch: str, spec: slurm_api.JobSpec, script_path: str) -> list[
     args = [sbatch, "--parsable", "--export=NONE", f"--job-name={spec.name}",
             f"--comment={spec.comment}", f"--chdir={spec.working_dir}",
             f"--output={spec.output}"]
-    if spec.partition is not None:
-        args.append(f"--partition={spec.partition}")
-    if spec.account is not None:
-        args.append(f"--account={spec.account}")
-    if spec.time_limit_min is not None:
-        args.append(f"--time={spec.time_limit_min}")
-    if spec.nodes is not None:
-        args.append(f"--nodes={spec.nodes}")
-    if spec.tasks is not None:
-        args.append(f"--ntasks={spec.tasks}")
-    if spec.cpus_per_task is not None:
-        args.append(f"--cpus-per-task={spec.cpus_per_task}")
-    if spec.memory_mb is not None:
-        args.append(f"--mem={spec.memory_mb}M")
-    if spec.gpus:
-        args.append(f"--gres=gpu:{spec.gpus}")
+    for value, flag in ((spec.partition, "--partition={}"), (spec.account, "--account={}"),
+                        (spec.time_limit_min, "--time={}"), (spec.nodes, "--nodes={}"),
+                        (spec.tasks, "--ntasks={}"), (spec.cpus_per_task, "--cpus-per-task={}"),
+                        (spec.memory_mb, "--mem={}M"), (spec.gpus or None, "--gres=gpu:{}")):
+        if value is not None:
+            args.append(flag.format(value))
     args.append(script_path)
     return args
 

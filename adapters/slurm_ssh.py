@@ -125,11 +125,7 @@ class SlurmSshAdapter:
     # --- the protocol ------------------------------------------------------------------
 
     def submit(self, request: JobRequest, job_id: str) -> str:
-        try:
-            validate_job_id(job_id)
-        except RequestError as exc:
-            raise ManagerRejected(f"target {self.name!r}: {exc}") from None
-        if (known := self._submitted.get(job_id)) is not None:
+        if (known := self._submitted.checked(self.name, job_id)) is not None:
             return known
         job_dir = f"{self._remote_dir}/{job_id}"
         self._ssh.make_dirs(job_dir)
